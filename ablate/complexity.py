@@ -1,0 +1,78 @@
+"""Params and FLOPs of every roadmap step, beside the paper's numbers.
+
+    python -m ablate.complexity [regime=r50|r200] [out=FILE.csv] [net.KEY=VALUE ...]
+
+GFLOPs follow the paper's convention: multiply-adds of conv and linear layers only, 224x224, batch 1,
+counted by fvcore. `fvcore_gflops` is fvcore's default total, which also counts norms and pooling.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pandas as pd
+import torch
+from fvcore.nn import FlopCountAnalysis
+
+from stages import Net, build_net
+
+from .config import compose_config, net_config, step_overrides
+from .io import atomic_write_text
+from .paper import paper_table
+from .provenance import csv_header, provenance
+
+PAPER_OPS = ("conv", "linear", "addmm", "matmul")  # fvcore's names for conv + linear multiply-adds
+
+
+def count(net: Net, image_size: int = 224) -> dict:
+    """params, paper-convention GFLOPs and fvcore's default GFLOPs of one network (batch 1)."""
+    x = torch.zeros(1, net.cfg.in_chans, image_size, image_size)
+    with warnings.catch_warnings():  # fvcore warns about every op it does not count
+        warnings.simplefilter("ignore")
+        flops = FlopCountAnalysis(net.eval(), x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_op = flops.by_operator()
+        total = flops.total()
+    macs = sum(v for k, v in by_op.items() if k in PAPER_OPS)
+    return {
+        "params": sum(p.numel() for p in net.parameters()),
+        "macs": int(macs),
+        "gflops": macs / 1e9,
+        "fvcore_gflops": total / 1e9,
+    }
+
+
+def complexity_table(regime: str = "r50", overrides: list[str] = ()) -> pd.DataFrame:
+    rows = []
+    for paper in paper_table(regime).itertuples():
+        cfg = compose_config(step_overrides(paper.step, regime, overrides))
+        with torch.device("cpu"):
+            net = build_net(net_config(cfg))
+        rows.append({"index": paper.index, "step": paper.step, "adopted": paper.adopted, **count(net),
+                     "paper_gflops": paper.gflops, "paper_top1": paper.top1})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str]) -> None:
+    args = dict(regime="r50", out=None)
+    overrides = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise SystemExit(f"argument {arg!r} is not KEY=VALUE; allowed: regime=r50|r200, out=FILE.csv, net.KEY=VALUE")
+        if key in args:
+            args[key] = value
+        elif key.startswith("net."):
+            overrides.append(arg)
+        else:
+            raise SystemExit(f"unknown argument {key!r}; allowed: regime, out, net.KEY")
+    table = complexity_table(args["regime"], overrides)
+    shown = table.assign(params_M=table.params / 1e6).drop(columns=["params", "macs"])
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args["out"]:
+        command = " ".join(["python -m ablate.complexity", *argv])
+        atomic_write_text(args["out"], csv_header(provenance(command)) + table.to_csv(index=False, float_format="%.6f"))
+        print(f"wrote {args['out']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""Where a number came from: command, git revision, machine, library versions, date."""
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shlex
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARIES = ("torch", "torchvision", "timm", "hydra-core", "fvcore", "pandas", "numpy")
+
+
+def git_revision() -> str:
+    """The commit, with '-dirty' when tracked files differ from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    info = {"cpu": cpu_model(), "cpu_count": torch.get_num_threads(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def library_versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(command: str | None = None) -> dict:
+    return {
+        "command": command or " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "git_revision": git_revision(),
+        "machine": machine(),
+        "versions": library_versions(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def csv_header(prov: dict) -> str:
+    """Provenance as '# key: value' lines to open a CSV (pandas reads it with comment='#')."""
+    lines = [f"# command: {prov['command']}", f"# git_revision: {prov['git_revision']}",
+             f"# machine: {', '.join(f'{k}={v}' for k, v in prov['machine'].items())}",
+             f"# versions: {', '.join(f'{k}={v}' for k, v in prov['versions'].items())}",
+             f"# date: {prov['date']}"]
+    return "\n".join(lines) + "\n"

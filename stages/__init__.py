@@ -1,0 +1,6 @@
+"""The parametric network that walks ResNet-50 to ConvNeXt-T."""
+from .config import NetConfig, NetConfigError
+from .net import Net, build_net
+from .port import from_timm, to_timm
+
+__all__ = ["NetConfig", "NetConfigError", "Net", "build_net", "from_timm", "to_timm"]

@@ -1,0 +1,76 @@
+"""The residual block of every roadmap step: one spatial conv and two 1x1 convs, arranged by flags.
+
+    bottleneck, spatial conv in the middle (ResNet):   1x1 C_in->w,  kxk w->w,       1x1 w->4w
+    inverted bottleneck, middle:                       1x1 C_in->4C, kxk 4C->4C,     1x1 4C->C
+    inverted bottleneck, spatial conv first (ConvNeXt): kxk C_in->C_in, 1x1 C_in->4C, 1x1 4C->C
+
+Norms follow every conv (`block_norms=all`) or only the spatial conv (`one`). Activations follow the first
+two convs and the residual add (`block_activations=all`) or only the conv before the last 1x1 (`one`).
+"""
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+
+from .config import NetConfig
+from .downsampling import projection_shortcut
+from .layers import ConvNormAct
+from .norms import make_act
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of the residual branch, initialised small (CaiT / ConvNeXt)."""
+
+    def __init__(self, channels: int, init_value: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(self.gamma.reshape(1, -1, 1, 1))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: NetConfig, in_chs: int, out_chs: int, stride: int, drop_path: float):
+        super().__init__()
+        inverted = cfg.block == "inverted_bottleneck"
+        hidden = out_chs * cfg.expansion if inverted else out_chs // cfg.expansion
+        first = cfg.spatial_conv_position == "first"
+        all_norms, all_acts = cfg.block_norms == "all", cfg.block_activations == "all"
+        linear = cfg.uses_linear_pointwise
+
+        # channels in and out of each conv, in execution order
+        if first:
+            spatial_io, pw1_io, pw2_io = (in_chs, in_chs), (in_chs, hidden), (hidden, out_chs)
+        else:
+            pw1_io, spatial_io, pw2_io = (in_chs, hidden), (hidden, hidden), (hidden, out_chs)
+        before_last_pw = "pw1" if first else "spatial"
+
+        def act_after(name: str) -> str | None:
+            # `all`: after the first two convs (pw2 is always last); `one`: only before the last 1x1 conv
+            if all_acts:
+                return cfg.act if name != "pw2" else None
+            return cfg.act if name == before_last_pw else None
+
+        spatial_groups = spatial_io[0] if cfg.depthwise else 1
+        self.spatial = ConvNormAct(*spatial_io, cfg.kernel_size, stride=stride, groups=spatial_groups,
+                                   norm=cfg.norm, act=act_after("spatial"))
+        self.pw1 = ConvNormAct(*pw1_io, norm=cfg.norm if all_norms else None, act=act_after("pw1"),
+                               linear=linear)
+        self.pw2 = ConvNormAct(*pw2_io, norm=cfg.norm if all_norms else None, linear=linear)
+        self.order = ("spatial", "pw1", "pw2") if first else ("pw1", "spatial", "pw2")
+
+        self.layer_scale = LayerScale(out_chs, cfg.layer_scale_init) if cfg.layer_scale_init else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.shortcut = projection_shortcut(in_chs, out_chs, stride, cfg.norm)
+        self.act = make_act(cfg.act) if all_acts else nn.Identity()  # ResNet's post-addition activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut(x)
+        for name in self.order:
+            x = getattr(self, name)(x)
+        return self.act(self.drop_path(self.layer_scale(x)) + shortcut)
+
+    def last_norm(self) -> nn.Module:
+        """The norm closing the residual branch (zeroed by the ResNet init), if any."""
+        return getattr(self, self.order[-1]).norm

@@ -1,0 +1,87 @@
+"""The one parametric network: ResNet-50 at its default config, ConvNeXt-T at the last roadmap step."""
+from __future__ import annotations
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from .blocks import Block
+from .config import NetConfig
+from .downsampling import SeparateDownsample
+from .norms import make_norm
+from .stems import Stem
+
+
+class Stage(nn.Module):
+    def __init__(self, cfg: NetConfig, index: int, in_chs: int, out_chs: int, drop_paths: list[float]):
+        super().__init__()
+        separate = cfg.downsample == "separate"
+        # the stem already downsamples into stage 0
+        self.downsample = SeparateDownsample(in_chs, out_chs, cfg.norm) if separate and index > 0 else None
+        block_in = out_chs if self.downsample is not None else in_chs
+        block_stride = 2 if index > 0 and not separate else 1
+        self.blocks = nn.Sequential(*[
+            Block(cfg, block_in if j == 0 else out_chs, out_chs, block_stride if j == 0 else 1, dp)
+            for j, dp in enumerate(drop_paths)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return self.blocks(x)
+
+
+class Head(nn.Module):
+    """Global average pool (-> norm, with separate downsampling) -> linear classifier."""
+
+    def __init__(self, cfg: NetConfig, in_chs: int):
+        super().__init__()
+        self.norm = make_norm(cfg.norm, in_chs) if cfg.downsample == "separate" else None
+        self.fc = nn.Linear(in_chs, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean((2, 3), keepdim=True)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.fc(x.flatten(1))
+
+
+class Net(nn.Module):
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stem = Stem(cfg)
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        stages, in_chs = [], cfg.stem_width
+        for i, (depth, out_chs) in enumerate(zip(cfg.depths, cfg.stage_widths)):
+            start = sum(cfg.depths[:i])
+            stages.append(Stage(cfg, i, in_chs, out_chs, rates[start:start + depth]))
+            in_chs = out_chs
+        self.stages = nn.Sequential(*stages)
+        self.num_features = in_chs
+        self.head = Head(cfg, in_chs)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and self.cfg.weight_init == "trunc_normal":
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if self.cfg.weight_init == "kaiming":
+            # timm's zero_init_last: each residual branch starts as identity when it ends in a BN
+            for m in self.modules():
+                if isinstance(m, Block) and isinstance(m.last_norm(), nn.BatchNorm2d):
+                    nn.init.zeros_(m.last_norm().weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def build_net(cfg: NetConfig | dict) -> Net:
+    return Net(cfg if isinstance(cfg, NetConfig) else NetConfig.from_dict(cfg))

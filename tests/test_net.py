@@ -1,0 +1,103 @@
+"""The parametric network: exact endpoints, every step trainable, speed-only options invisible."""
+import pytest
+import timm
+import torch
+from torch import nn
+
+from stages import from_timm, to_timm
+
+from conftest import R50_STEPS, step_net
+
+ENDPOINTS = [  # (regime, step, timm model, timm family)
+    ("r50", "baseline", "resnet50", "resnet"),
+    ("r50", "separate_downsampling", "convnext_tiny", "convnext"),
+    ("r200", "baseline", "resnet200", "resnet"),
+    ("r200", "separate_downsampling", "convnext_base", "convnext"),
+]
+
+
+def _randomize_norm_stats(model: nn.Module) -> None:
+    """timm inits BN to the identity; random statistics make the comparison exercise every buffer."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.normal_(m.weight, 1.0, 0.2)
+            nn.init.normal_(m.bias, 0.0, 0.2)
+        elif isinstance(m, nn.LayerNorm) or "gamma" in dict(m.named_parameters(recurse=False)):
+            for p in m.parameters(recurse=False):
+                nn.init.normal_(p, 0.5, 0.2)
+
+
+@pytest.mark.parametrize("regime,step,timm_name,family", ENDPOINTS)
+def test_endpoint_equals_timm(regime, step, timm_name, family):
+    ref = timm.create_model(timm_name).eval()
+    _randomize_norm_stats(ref)
+    net = step_net(step, regime).eval()
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ref.parameters())
+
+    net.load_state_dict(from_timm(ref.state_dict()))  # strict: every key and shape must match
+    x = torch.randn(2, 3, 224, 224) if regime == "r50" else torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        ours, theirs = net(x), ref(x)
+    assert theirs.abs().mean() > 1e-2  # a meaningful comparison, not two near-zero outputs
+    assert (ours - theirs).abs().max() <= 1e-4
+
+    back = to_timm(net.state_dict(), family)
+    assert back.keys() == ref.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in ref.state_dict().items())
+
+
+@pytest.mark.parametrize("step", R50_STEPS)
+def test_every_step_runs_forward_and_backward(step):
+    net = step_net(step, extra=["net.num_classes=10"]).train()
+    for size in (32, 64, 224):
+        x = torch.randn(2, 3, size, size)
+        out = net(x)
+        assert out.shape == (2, 10) and torch.isfinite(out).all()
+        out.square().mean().backward()
+        grads = [p.grad for p in net.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        net.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("step", R50_STEPS)
+def test_every_step_trains_on_cpu(step):
+    """A few AdamW steps on one fixed batch lower the loss (the net can fit data at all)."""
+    net = step_net(step, extra=["net.num_classes=4"]).train()
+    x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("step", ["baseline", "fewer_norms", "layer_norm", "separate_downsampling"])
+def test_speed_only_options_change_nothing(step):
+    """pointwise_impl (1x1 conv vs NHWC Linear) and channels_last: same params, same state_dict, same outputs."""
+    conv = step_net(step, extra=["net.pointwise_impl=conv"]).eval()
+    linear = step_net(step, extra=["net.pointwise_impl=linear"]).eval()
+    assert {k: v.shape for k, v in conv.state_dict().items()} == {k: v.shape for k, v in linear.state_dict().items()}
+    _randomize_norm_stats(conv)
+    linear.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = conv(x)
+        channels_last = conv.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+        # equal up to float32 summation order (observed ~1e-6 of the output scale)
+        for other in (linear(x), channels_last):
+            assert (other - reference).abs().max() <= 1e-5 * reference.abs().max()
+
+
+def test_drop_path_and_layer_scale_follow_the_recipe():
+    baseline, recipe = step_net("baseline"), step_net("recipe")
+    assert not any("gamma" in k for k in baseline.state_dict())
+    gammas = [v for k, v in recipe.state_dict().items() if k.endswith("layer_scale.gamma")]
+    assert len(gammas) == 16 and all(torch.allclose(g, torch.full_like(g, 1e-6)) for g in gammas)
+    rates = [b.drop_path.drop_prob for s in recipe.stages for b in s.blocks if hasattr(b.drop_path, "drop_prob")]
+    assert rates[-1] == pytest.approx(0.1) and rates == sorted(rates)  # linear 0 -> 0.1 over the blocks
