@@ -43,13 +43,7 @@ class NetConfig:
     # conv: 1x1 Conv2d on NCHW; linear: Linear on NHWC (timm ConvNeXt); auto: linear iff norm is layer
 
     def __post_init__(self):
-        hints = get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            allowed = get_args(hints[f.name])
-            if allowed and all(isinstance(a, str) for a in allowed) and value not in allowed:
-                raise NetConfigError(
-                    f"net.{f.name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+        check_choices(self, "net")
         object.__setattr__(self, "depths", tuple(self.depths))
         _check(len(self.depths) >= 1 and all(isinstance(d, int) and d >= 1 for d in self.depths),
                "depths", self.depths, "a list of positive integers, e.g. [3, 3, 9, 3]")
@@ -64,9 +58,8 @@ class NetConfig:
                "layer_scale_init", self.layer_scale_init, "null (off) or a positive float such as 1e-6")
         _check(self.width_multiplier > 0 and min(self.stage_widths) >= 1,
                "width_multiplier", self.width_multiplier, "a positive float that leaves every stage >= 1 channel")
-        for name in ("stem_act",):
+        for name in ("stem_act", "depthwise"):
             _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
-        _check(isinstance(self.depthwise, bool), "depthwise", self.depthwise, "true or false")
 
     # --- derived quantities (the model as data)
     @property
@@ -105,15 +98,10 @@ class NetConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "NetConfig":
         """Builds from plain data (e.g. a resolved Hydra node); an unknown key is an error naming it."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise NetConfigError(f"unknown net key(s) {', '.join('net.' + k for k in unknown)}; "
-                                 f"allowed keys: {', '.join(sorted(known))}")
         values = dict(values)
         if "depths" in values:
             values["depths"] = tuple(values["depths"])
-        return cls(**values)
+        return typed_from_dict(cls, values, "net", NetConfigError)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -121,10 +109,29 @@ class NetConfig:
         return d
 
 
+def check_choices(obj, prefix: str, error=NetConfigError) -> None:
+    """Every Literal-typed field of dataclass `obj` holds one of its allowed values."""
+    hints = get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, allowed = getattr(obj, f.name), get_args(hints[f.name])
+        if allowed and all(isinstance(a, str) for a in allowed) and value not in allowed:
+            raise error(f"{prefix}.{f.name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def typed_from_dict(cls, values: dict, prefix: str, error=NetConfigError):
+    """cls(**values), where an unknown key is an error naming it and the allowed keys."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise error(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; "
+                    f"allowed keys: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
 def _scaled(width: int, multiplier: float) -> int:
     return max(1, int(round(width * multiplier)))
 
 
-def _check(ok: bool, key: str, value, allowed: str) -> None:
+def _check(ok: bool, key: str, value, allowed: str, prefix: str = "net", error=NetConfigError) -> None:
     if not ok:
-        raise NetConfigError(f"net.{key}={value!r} is not allowed; expected {allowed}")
+        raise error(f"{prefix}.{key}={value!r} is not allowed; expected {allowed}")

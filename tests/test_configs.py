@@ -92,5 +92,5 @@ def test_input_size_the_net_cannot_tile():
 
 
 def test_unknown_key_in_plain_data():
-    with pytest.raises(NetConfigError, match="unknown net key.*net.kernal_size.*allowed keys"):
+    with pytest.raises(NetConfigError, match="unknown key.*net.kernal_size.*allowed keys"):
         NetConfig.from_dict({"kernal_size": 7})

@@ -1,0 +1,37 @@
+"""python -m ablate [+step=NAME] [regime=r50|r200] [budget=...] [data=...] [KEY=VALUE ...] [-m for sweeps]"""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from stages import NetConfigError
+
+from .config import ConfigError, run_config
+from .data import DataError
+from .train import RunDirConflict, TrainingFailed, train
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    hc = HydraConfig.get()
+    try:
+        run = run_config(cfg)  # every key validated before any work
+        return train(run, hc.runtime.output_dir)
+    except (ConfigError, NetConfigError, DataError, RunDirConflict) as e:
+        if hc.mode == RunMode.MULTIRUN:
+            print(f"error in {hc.runtime.output_dir}: {e}", file=sys.stderr)
+            return None  # the sweep goes on; the report lists this job as missing
+        sys.exit(f"error: {e}")
+    except TrainingFailed as e:
+        if hc.mode == RunMode.MULTIRUN:
+            print(f"run failed in {hc.runtime.output_dir}: {e}", file=sys.stderr)
+            return None  # recorded as failed in its result.json
+        sys.exit(f"run failed: {e}")
+
+
+if __name__ == "__main__":
+    main()
