@@ -22,6 +22,7 @@ from .paper import paper_table
 from .provenance import csv_header, provenance
 
 PAPER_OPS = ("conv", "linear", "addmm", "matmul")  # fvcore's names for conv + linear multiply-adds
+PAPER_NET = ["net.num_classes=1000", "net.width_multiplier=1.0"]  # ImageNet head, full width
 
 
 def count(net: Net, image_size: int = 224) -> dict:
@@ -44,7 +45,7 @@ def count(net: Net, image_size: int = 224) -> dict:
 def complexity_table(regime: str = "r50", overrides: list[str] = ()) -> pd.DataFrame:
     rows = []
     for paper in paper_table(regime).itertuples():
-        cfg = compose_config(step_overrides(paper.step, regime, overrides))
+        cfg = compose_config(step_overrides(paper.step, regime, [*PAPER_NET, *overrides]))
         with torch.device("cpu"):
             net = build_net(net_config(cfg))
         rows.append({"index": paper.index, "step": paper.step, "adopted": paper.adopted, **count(net),

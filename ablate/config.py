@@ -1,6 +1,7 @@
 """Compose Hydra configs and turn them into typed, validated objects (a typo fails at start-up)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ class BudgetConfig:
     batch_size: int                     # global effective batch (all processes x accumulation steps)
     accum_steps: int = 1
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # lr = recipe.lr * f(batch / recipe.batch)
+    lr_multiplier: float = 1.0          # applied after lr_scaling (short proxies may want another lr)
+    augmentation: Literal["recipe", "light"] = "recipe"
+    # light: random-resized crop + flip only (no RandAugment, Mixup/CutMix, erasing), for budgets far shorter
+    # than the recipe's; like timm's ResNet-strikes-back A3 vs A1, augmentation shrinks with the schedule
     width_multiplier: float = 1.0       # read by net.width_multiplier (CPU proxies shrink the nets)
 
     def __post_init__(self):
@@ -137,6 +142,13 @@ class RunConfig:
     raw: dict                           # the whole resolved config, for the record
 
     @property
+    def augment(self) -> "RecipeConfig":
+        """The recipe's augmentation as this budget applies it."""
+        if self.budget.augmentation == "recipe":
+            return self.recipe
+        return dataclasses.replace(self.recipe, auto_augment=None, mixup=0.0, cutmix=0.0, random_erasing=0.0)
+
+    @property
     def identity(self) -> dict:
         """What makes two runs the same run: everything but the `train` (how-to-run) group."""
         return {k: v for k, v in self.raw.items() if k not in ("train", "hydra")}
@@ -150,7 +162,7 @@ class RunConfig:
         """The recipe's lr moved from its reference batch to the budget's batch."""
         ratio = self.budget.batch_size / self.recipe.batch_size
         scale = {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[self.budget.lr_scaling]
-        return self.recipe.lr * scale
+        return self.recipe.lr * scale * self.budget.lr_multiplier
 
     def per_process_batch(self, world_size: int) -> int:
         b, a = self.budget.batch_size, self.budget.accum_steps
@@ -158,7 +170,7 @@ class RunConfig:
             raise ConfigError(f"budget.batch_size={b} does not divide across {world_size} process(es) x "
                               f"budget.accum_steps={a}; choose a multiple of {world_size * a}")
         micro = b // (world_size * a)
-        if (self.recipe.mixup > 0 or self.recipe.cutmix > 0) and micro % 2:
+        if (self.augment.mixup > 0 or self.augment.cutmix > 0) and micro % 2:
             raise ConfigError(f"mixup/cutmix pair samples within a batch: the per-process batch {micro} "
                               f"(budget.batch_size={b}) must be even")
         return micro

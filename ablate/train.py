@@ -107,7 +107,7 @@ def build_optimizer(run: RunConfig, model: nn.Module):
 
 
 def build_loss(run: RunConfig) -> tuple[Mixup | None, nn.Module]:
-    r = run.recipe
+    r = run.augment
     if r.mixup > 0 or r.cutmix > 0:
         mixup = Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, prob=1.0, switch_prob=0.5, mode="batch",
                       label_smoothing=r.label_smoothing, num_classes=run.data.num_classes)
@@ -200,7 +200,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
                   "Pass train.overwrite=true to retrain.")
         return finished
 
-    data = build_datasets(run.data, run.recipe, run.seed)
+    data = build_datasets(run.data, run.augment, run.seed)
     torch.manual_seed(run.seed)  # same init on every process
     net = build_net(run.net)
     complexity = {**count(build_net(run.net.replace(num_classes=1000)), 224),
@@ -246,7 +246,9 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
     record = {
         "status": "running", "reason": None, "step": run.step, "regime": run.regime, "seed": run.seed,
         "identity_hash": run.identity_hash, "identity": run.identity, "config": run.raw, **complexity,
-        "lr": run.lr, "epochs_planned": epochs, "updates_planned": total_updates,
+        "lr": run.lr, "augmentation": {k: getattr(run.augment, k) for k in
+                                       ("auto_augment", "mixup", "cutmix", "random_erasing", "label_smoothing")},
+        "epochs_planned": epochs, "updates_planned": total_updates,
         "device": _describe(device), "world_size": world.size, "provenance": provenance(),
         "classes": data.classes, "train_images": len(data.train), "val_images": len(data.val),
     }

@@ -14,4 +14,6 @@ def _deterministic():
 
 
 def step_net(step: str, regime: str = "r50", extra: list[str] = ()):
-    return build_net(net_config(compose_config(step_overrides(step, regime, extra))))
+    """The paper's network of a step (full width, 1000 classes) unless `extra` says otherwise."""
+    paper_net = ["net.num_classes=1000", "net.width_multiplier=1.0"]
+    return build_net(net_config(compose_config(step_overrides(step, regime, [*paper_net, *extra]))))
