@@ -26,21 +26,22 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- sources
-ORIENTATIONS = 5  # grating angles 0, 36, 72, 108, 144 degrees
-FREQUENCIES = (3.0, 6.0)  # stripe pairs across the image: coarse, fine
+ORIENTATIONS = 5  # stripe angles 0, +-22.5, +-45, +-67.5, 90 degrees: a horizontal flip keeps the class
+FREQUENCIES = (3.0, 6.0)  # stripe pairs across the image: coarse, fine (2x apart, beyond crop-zoom jitter)
 
 
 def synthetic_class_names(num_classes: int) -> list[str]:
-    return [f"{180 // ORIENTATIONS * (c % ORIENTATIONS)}deg-{'fine' if c >= ORIENTATIONS else 'coarse'}"
+    return [f"{90 / (ORIENTATIONS - 1) * (c % ORIENTATIONS):g}deg-{'fine' if c >= ORIENTATIONS else 'coarse'}"
             for c in range(num_classes)]
 
 
 def synthetic_images(n: int, size: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`n` RGB uint8 images (n, size, size, 3): a striped shape on a noisy background.
 
-    The class is the stripes' texture: orientation (5 angles) x frequency (coarse, fine). Shape (disk, square,
+    The class is the stripes' texture: orientation (|angle| of 5) x frequency (coarse, fine); the angle's sign is
+    random, so the horizontal flip of standard augmentation never changes a label. Shape (disk, square,
     diamond), position, size, colours, phase and noise are random nuisances, so a convnet must learn oriented
-    texture filters, which it does in a few hundred steps. Deterministic in (n, size, num_classes, seed).
+    texture filters. Deterministic in (n, size, num_classes, seed).
     """
     if not 2 <= num_classes <= ORIENTATIONS * len(FREQUENCIES):
         raise DataError(f"data.num_classes={num_classes} is not allowed for synthetic data; "
@@ -57,7 +58,8 @@ def synthetic_images(n: int, size: int, num_classes: int, seed: int) -> tuple[np
     masks = torch.stack([dx**2 + dy**2 < radius**2, torch.maximum(dx.abs(), dy.abs()) < radius * 0.85,
                          dx.abs() + dy.abs() < radius * 1.2], 1)
     mask = masks[torch.arange(n), shape].float()[:, None]
-    angle = col(math.pi * (labels % ORIENTATIONS).float() / ORIENTATIONS + 0.1 * (u(n) - 0.5))
+    sign = torch.where(u(n) < 0.5, -1.0, 1.0)
+    angle = col(sign * math.pi / 2 * (labels % ORIENTATIONS).float() / (ORIENTATIONS - 1) + 0.05 * (u(n) - 0.5))
     freq = col(torch.tensor(FREQUENCIES)[labels // ORIENTATIONS] * (0.9 + 0.2 * u(n)))
     phase = col(2 * math.pi * u(n))
     stripes = (torch.sin(2 * math.pi * freq * (xx * torch.cos(angle) + yy * torch.sin(angle)) + phase) > 0).float()

@@ -56,13 +56,13 @@ def test_run_leaves_a_complete_record(tmp_path):
 
 
 def test_learns_well_above_chance(tmp_path):
-    """Real learning on the embedded data: 10 classes (chance 10%), about 30 s on 2 cores (ResNet-50 at quarter
-    width with AdamW and a cosine schedule, which takes off fastest here)."""
-    run = run_config(compose_config(["+step=baseline", "budget=smoke", "budget.epochs=4", "data.train_size=2000",
-                                     "data.val_size=500", "recipe.optimizer=adamw", "recipe.lr=1e-3",
-                                     "recipe.schedule=cosine", "recipe.weight_decay=0.05", "budget.lr_scaling=none"]))
+    """Real learning on the embedded data: 10 classes (chance 10%). ResNet-50 at quarter width, AdamW with a
+    cosine schedule, 8 epochs of 2,000 images: about 50 s on 2 cores (61.6% when written)."""
+    run = run_config(compose_config(["+step=baseline", "data.train_size=2000", "data.val_size=500",
+                                     "recipe.optimizer=adamw", "recipe.lr=4e-3", "recipe.schedule=cosine",
+                                     "recipe.weight_decay=0.05"]))
     result = train(run, tmp_path)
-    assert result["final"]["top1"] > 40.0, result["epochs"]
+    assert result["final"]["top1"] > 40.0, [e["val_top1"] for e in result["epochs"]]
 
 
 def _weights(path: Path) -> dict:
