@@ -57,7 +57,7 @@ def library_versions() -> dict:
 
 def provenance(command: str | None = None) -> dict:
     return {
-        "command": command or " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "command": command or shlex.join(sys.orig_argv),  # as typed, `-m module` included
         "git_revision": git_revision(),
         "machine": machine(),
         "versions": library_versions(),

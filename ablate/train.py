@@ -215,7 +215,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
     optimizer = build_optimizer(run, net)
     sampler = GlobalBatchSampler(len(data.train), run.budget.batch_size, run.budget.accum_steps, world, run.seed)
     loader = DataLoader(data.train, batch_size=micro, sampler=sampler, num_workers=run.data.workers,
-                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False)
+                        pin_memory=device.type == "cuda", drop_last=True)
     updates_per_epoch = len(data.train) // run.budget.batch_size
     if updates_per_epoch == 0:
         raise TrainingFailed(f"budget.batch_size={run.budget.batch_size} exceeds the {len(data.train)} training images")
