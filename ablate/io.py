@@ -25,8 +25,12 @@ def _atomic(path, write) -> Path:
     return path
 
 
+def atomic_write_bytes(path, data: bytes) -> Path:
+    return _atomic(path, lambda f: f.write(data))
+
+
 def atomic_write_text(path, text: str) -> Path:
-    return _atomic(path, lambda f: f.write(text.encode()))
+    return atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path, obj) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -35,7 +35,7 @@ from .complexity import count
 from .config import RunConfig
 from .data import build_datasets
 from .distributed import World, close_world, init_world, replica_divergence
-from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+from .io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from .provenance import provenance
 
 RESULT, LAST, BEST, METRICS = "result.json", "last.pt", "best.pt", "metrics.jsonl"
@@ -203,9 +203,10 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
     data = build_datasets(run.data, run.augment, run.seed)
     torch.manual_seed(run.seed)  # same init on every process
     net = build_net(run.net)
-    complexity = {**count(build_net(run.net.replace(num_classes=1000)), 224),
+    paper_convention = count(build_net(run.net.replace(num_classes=1000)), 224)  # ImageNet head, 224x224
+    complexity = {"params": sum(p.numel() for p in net.parameters()),  # the trained net's own
+                  "gflops": paper_convention["gflops"], "fvcore_gflops": paper_convention["fvcore_gflops"],
                   "gflops_at_input": count(net, run.data.image_size)["gflops"]}
-    complexity["params"] = sum(p.numel() for p in net.parameters())
     net.to(device)
     if run.train.channels_last:
         net.to(memory_format=torch.channels_last)
@@ -288,11 +289,9 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
         final["top1_ema"] = last["val_top1_ema"]
     train_time = sum(h["train_time_s"] for h in state["history"])
     if world.is_main:
-        save_file(_cpu_state(net), out / "model.safetensors.tmp")
-        os.replace(out / "model.safetensors.tmp", out / "model.safetensors")
+        atomic_write_bytes(out / "model.safetensors", save_safetensors(_cpu_state(net)))
         if ema is not None:
-            save_file(_cpu_state(ema.module), out / "model_ema.safetensors.tmp")
-            os.replace(out / "model_ema.safetensors.tmp", out / "model_ema.safetensors")
+            atomic_write_bytes(out / "model_ema.safetensors", save_safetensors(_cpu_state(ema.module)))
     write_record(status="finished", final=final, best_top1=state["best_top1"],
                  wall_time_s=state["wall_time_s"],  # training + evaluation, summed over resumed processes
                  replica_divergence=replica_divergence(net, world),

@@ -182,3 +182,17 @@ def test_cli_rejects_bad_flag_before_any_work(tmp_path):
     assert not (tmp_path / RESULT).exists()
     unknown = cli("+step=kernal", f"hydra.run.dir={tmp_path}")
     assert unknown.returncode != 0 and "kernel_11" in unknown.stderr  # Hydra lists the available steps
+
+
+def test_multirun_sweep_runs_every_job_and_a_rerun_skips_them(tmp_path):
+    args = ["-m", "+step=baseline,layer_norm", "budget=smoke", "data.train_size=64", "data.val_size=32",
+            f"hydra.sweep.dir={tmp_path}"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    results = sorted(tmp_path.glob("*/*/result.json"))
+    assert [p.parts[-3] for p in results] == ["baseline", "layer_norm"]
+    assert all(json.loads(p.read_text())["status"] == "finished" for p in results)
+    stamps = [p.stat().st_mtime_ns for p in results]
+    again = cli(*args)
+    assert again.returncode == 0 and again.stdout.count("not retrained") == 2
+    assert [p.stat().st_mtime_ns for p in results] == stamps
