@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from stages import NetConfig
-from stages.config import _check, check_choices, typed_from_dict
+from stages.config import check_choices, check_value, typed_from_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 
 def _require(ok: bool, prefix: str, key: str, value, allowed: str) -> None:
-    _check(ok, key, value, allowed, prefix=prefix, error=ConfigError)
+    check_value(ok, key, value, allowed, prefix=prefix, error=ConfigError)
 
 
 @dataclass(frozen=True)

@@ -45,21 +45,21 @@ class NetConfig:
     def __post_init__(self):
         check_choices(self, "net")
         object.__setattr__(self, "depths", tuple(self.depths))
-        _check(len(self.depths) >= 1 and all(isinstance(d, int) and d >= 1 for d in self.depths),
+        check_value(len(self.depths) >= 1 and all(isinstance(d, int) and d >= 1 for d in self.depths),
                "depths", self.depths, "a list of positive integers, e.g. [3, 3, 9, 3]")
         for name in ("width", "expansion", "num_classes", "in_chans"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            check_value(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                    name, value, "a positive integer")
-        _check(isinstance(self.kernel_size, int) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+        check_value(isinstance(self.kernel_size, int) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
                "kernel_size", self.kernel_size, "an odd positive integer (3, 5, 7, 9, 11)")
-        _check(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", self.drop_path_rate, "a rate in [0, 1)")
-        _check(self.layer_scale_init is None or self.layer_scale_init > 0,
+        check_value(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", self.drop_path_rate, "a rate in [0, 1)")
+        check_value(self.layer_scale_init is None or self.layer_scale_init > 0,
                "layer_scale_init", self.layer_scale_init, "null (off) or a positive float such as 1e-6")
-        _check(self.width_multiplier > 0 and min(self.stage_widths) >= 1,
+        check_value(self.width_multiplier > 0 and min(self.stage_widths) >= 1,
                "width_multiplier", self.width_multiplier, "a positive float that leaves every stage >= 1 channel")
         for name in ("stem_act", "depthwise"):
-            _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+            check_value(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
 
     # --- derived quantities (the model as data)
     @property
@@ -132,6 +132,6 @@ def _scaled(width: int, multiplier: float) -> int:
     return max(1, int(round(width * multiplier)))
 
 
-def _check(ok: bool, key: str, value, allowed: str, prefix: str = "net", error=NetConfigError) -> None:
+def check_value(ok: bool, key: str, value, allowed: str, prefix: str = "net", error=NetConfigError) -> None:
     if not ok:
         raise error(f"{prefix}.{key}={value!r} is not allowed; expected {allowed}")
