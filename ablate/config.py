@@ -150,12 +150,11 @@ class RunConfig:
 
     @property
     def identity(self) -> dict:
-        """What makes two runs the same run: everything but the `train` (how-to-run) group."""
-        return {k: v for k, v in self.raw.items() if k not in ("train", "hydra")}
+        return identity(self.raw)
 
     @property
     def identity_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+        return identity_hash(self.raw)
 
     @property
     def lr(self) -> float:
@@ -174,6 +173,15 @@ class RunConfig:
             raise ConfigError(f"mixup/cutmix pair samples within a batch: the per-process batch {micro} "
                               f"(budget.batch_size={b}) must be even")
         return micro
+
+
+def identity(raw: dict) -> dict:
+    """What makes two runs the same run: the resolved config but the `train` (how-to-run) group."""
+    return {k: v for k, v in raw.items() if k not in ("train", "hydra")}
+
+
+def identity_hash(raw: dict) -> str:
+    return hashlib.sha256(json.dumps(identity(raw), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:

@@ -6,7 +6,7 @@ from ablate.config import compose_config, net_config, step_overrides
 from ablate.paper import paper_table, roadmap_steps
 from stages import NetConfig, NetConfigError
 
-from conftest import R50_STEPS
+from conftest import CHANGE_FLAGS, R50_STEPS
 
 
 @pytest.mark.parametrize("regime", ["r50", "r200"])
@@ -26,17 +26,9 @@ def _changed(a: NetConfig, b: NetConfig) -> dict:
 def test_each_step_changes_only_its_own_flags():
     """The chain is cumulative: every adopted step keeps all earlier changes and adds its own."""
     nets = {s: net_config(compose_config(step_overrides(s))) for s in R50_STEPS}
-    expected = {
-        "recipe": {"weight_init", "drop_path_rate", "layer_scale_init"},
-        "stage_ratio": {"depths"}, "patchify_stem": {"stem"}, "depthwise": {"depthwise"}, "width": {"width"},
-        "inverted_bottleneck": {"block"}, "move_up_dwconv": {"spatial_conv_position"},
-        "kernel": {"kernel_size"}, "gelu": {"act"}, "fewer_activations": {"block_activations"},
-        "fewer_norms": {"block_norms"}, "layer_norm": {"norm"},
-        "separate_downsampling": {"downsample", "stem_act"},
-    }
     adopted = roadmap_steps("r50", adopted_only=True)
     for prev, step in zip(adopted, adopted[1:]):
-        assert set(_changed(nets[prev], nets[step])) == expected[step], step
+        assert set(_changed(nets[prev], nets[step])) == CHANGE_FLAGS[step], step
     for branch, k in (("kernel_5", 5), ("kernel_9", 9), ("kernel_11", 11)):
         assert _changed(nets["move_up_dwconv"], nets[branch]) == {"kernel_size": k}
 

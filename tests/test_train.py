@@ -16,19 +16,13 @@ from ablate.data import DataError, build_datasets
 from ablate.train import LAST, RESULT, RunDirConflict, TrainingFailed, train
 from stages import build_net
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import cli
 # a few seconds per run: quarter-width nets, 256 synthetic images, 2 epochs
 SMOKE = ["budget=smoke", "data.train_size=256", "data.val_size=128"]
 
 
 def smoke_run(step: str, *extra: str):
     return run_config(compose_config([f"+step={step}", *SMOKE, *extra]))
-
-
-def cli(*args: str, env_extra: dict | None = None, module=("-m", "ablate")) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
-    return subprocess.run([sys.executable, *module, *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=600)
 
 
 def test_run_leaves_a_complete_record(tmp_path):

@@ -1,0 +1,263 @@
+"""python -m ablate.bench [+step=NAME | +sweep=roadmap] [compare=timm] [device=...] [precision=...] [KEY=VALUE]
+
+Images/s for inference and training and peak memory of each step's network, measured as timm's benchmark.py
+does: untimed warm-up, device synchronisation, channels_last and autocast options, torch.compile, and batch-size
+back-off on out-of-memory. With compare=timm the endpoint's timm model (conf/regime: `timm`) is measured in the
+same process, alternating with ours block by block, so drifts in machine speed hit both alike; the ratio
+reported is the median over blocks of ours/timm. Writes a CSV with provenance (conf/bench.yaml lists the keys).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from torch import nn
+
+from stages import NetConfigError, build_net
+from stages.config import check_choices, typed_from_dict
+
+from .config import CONF_DIR, ConfigError, net_config
+from .io import atomic_write_text
+from .provenance import csv_header, provenance
+
+BENCH_KEYS = ("device", "precision", "channels_last", "compile", "image_size", "batch_size", "num_classes",
+              "modes", "warmup", "iters", "repeats", "compare", "threads", "out")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    image_size: int = 224
+    batch_size: int = 32
+    num_classes: int = 1000
+    modes: tuple[str, ...] = ("infer", "train")
+    warmup: int = 3
+    iters: int = 10
+    repeats: int = 5
+    compare: Literal["none", "timm"] = "none"
+    threads: int | None = None
+    out: str | None = None
+
+    def __post_init__(self):
+        check_choices(self, "bench", ConfigError)
+        object.__setattr__(self, "modes", tuple(self.modes))
+        bad = sorted(set(self.modes) - {"infer", "train"})
+        if bad or not self.modes:
+            raise ConfigError(f"bench.modes={list(self.modes)} is not allowed; expected a list of infer, train")
+        for key in ("image_size", "batch_size", "iters", "repeats"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"bench.{key}={getattr(self, key)} is not allowed; expected a positive integer")
+
+
+# ------------------------------------------------------------------------------------------ configs
+def _argv_overrides(argv: list[str]) -> list[str]:
+    """Short forms: `compare=timm` means `bench.compare=timm` for every bench key."""
+    return [f"bench.{a}" if a.split("=", 1)[0] in BENCH_KEYS else a for a in argv]
+
+
+def compose_bench(overrides: list[str]) -> list:
+    """One composed config per step: a +sweep=NAME expands to its jobs, as Hydra's basic sweeper would."""
+    cli = OverridesParser.create().parse_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        fixed = [o.input_line for o in cli if not o.is_sweep_override()]
+        base = compose("bench", overrides=fixed, return_hydra_config=True)
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+        cli_keys = {o.get_key_element() for o in cli}
+        params = [p for p in params if p.split("=", 1)[0] not in cli_keys]  # the command line wins, as in -m
+        jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides([*params, *overrides]), None)[0]
+        return [compose("bench", overrides=job) for job in jobs]
+
+
+def bench_config(cfg) -> BenchConfig:
+    return typed_from_dict(BenchConfig, OmegaConf.to_container(cfg.bench, resolve=True), "bench", ConfigError)
+
+
+def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
+    """Ours and, with compare=timm, the timm reference of this step (the endpoints have one) at the same width."""
+    net = net_config(cfg).replace(num_classes=bench.num_classes)
+    models = {"ours": build_net(net)}
+    name = cfg.regime.timm.get(cfg.step.name)
+    if bench.compare == "timm" and name is not None:
+        if net.width_multiplier != 1.0:
+            raise ConfigError("compare=timm needs the paper's widths: budget.width_multiplier=1.0")
+        # the same network: timm's default drop path is 0, ours follows the recipe (ConvNeXt-T: 0.1)
+        models[name] = timm.create_model(name, num_classes=bench.num_classes, drop_path_rate=net.drop_path_rate)
+    return models
+
+
+# ------------------------------------------------------------------------------------------ measure
+def _device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("bench.device=cuda but no CUDA device is visible; use device=cpu or auto")
+    return torch.device("cuda" if requested == "auto" and torch.cuda.is_available() else
+                        requested if requested != "auto" else "cpu")
+
+
+class Runner:
+    """One model ready to run one mode (infer or train) at a batch size; `block()` times `iters` iterations."""
+
+    def __init__(self, model: nn.Module, mode: str, bench: BenchConfig, device: torch.device, batch: int):
+        self.bench, self.device, self.mode, self.batch = bench, device, mode, batch
+        fmt = torch.channels_last if bench.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=fmt).train(mode == "train")
+        self.fn = torch.compile(self.model) if bench.compile else self.model
+        size = bench.image_size
+        self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, bench.num_classes, (batch,), device=device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-6) if mode == "train" else None
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if bench.precision == "bf16"
+                                        else torch.float16) if bench.precision != "fp32" else nullcontext())
+
+    def step(self) -> None:
+        if self.mode == "infer":
+            with torch.inference_mode(), self.autocast:
+                self.fn(self.x)
+            return
+        with self.autocast:
+            loss = nn.functional.cross_entropy(self.fn(self.x).float(), self.y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def block(self, warmup: int) -> float:
+        """Images/s over `iters` timed iterations after `warmup` untimed ones."""
+        for _ in range(warmup):
+            self.step()
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(self.bench.iters):
+            self.step()
+        self.sync()
+        return self.bench.iters * self.batch / (time.perf_counter() - start)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e)
+
+
+def make_runner(model, mode, bench, device) -> tuple[Runner, float]:
+    """A runner at the largest batch <= bench.batch_size that fits (halving on out-of-memory, as timm's
+    benchmark decays the batch), after its first warm-up (compilation happens there)."""
+    batch = bench.batch_size
+    while True:
+        try:
+            runner = Runner(model, mode, bench, device, batch)
+            runner.block(bench.warmup)
+            return runner, batch
+        except (RuntimeError, torch.OutOfMemoryError) as e:
+            if not _is_oom(e) or batch == 1:
+                raise
+            batch //= 2
+            torch.cuda.empty_cache()
+
+
+def measure(models: dict[str, nn.Module], bench: BenchConfig, device: torch.device, mode: str) -> dict:
+    """Alternates the models block by block; returns per-model images/s of every block and peak memory."""
+    runners, memory = {}, {}
+    for name, model in models.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        runners[name], _ = make_runner(model, mode, bench, device)
+        memory[name] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    speeds = {name: [] for name in models}
+    for _ in range(bench.repeats):
+        for name, runner in runners.items():
+            speeds[name].append(runner.block(warmup=1))
+    return {"speeds": speeds, "memory": memory, "batch": {n: r.batch for n, r in runners.items()}}
+
+
+def bench_step(cfg, bench: BenchConfig, device: torch.device) -> list[dict]:
+    rows = []
+    models = build_models(cfg, bench)
+    for mode in bench.modes:
+        torch.manual_seed(0)
+        result = measure(models, bench, device, mode)
+        ours = result["speeds"]["ours"]
+        row = {"regime": cfg.regime.name, "step": cfg.step.name, "step_index": cfg.step.index,
+               "adopted": cfg.step.adopted, "mode": mode, "device": _describe(device),
+               "precision": bench.precision, "channels_last": bench.channels_last, "compile": bench.compile,
+               "image_size": bench.image_size, "batch_size": result["batch"]["ours"],
+               "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats,
+               "iters": bench.iters, "img_s": statistics.median(ours), "img_s_min": min(ours),
+               "img_s_max": max(ours), "peak_mem_mib": result["memory"]["ours"]}
+        others = [n for n in models if n != "ours"]
+        for name in others:  # at most one: the step's timm reference
+            ref = result["speeds"][name]
+            ratios = [a / b for a, b in zip(ours, ref)]
+            row.update({"timm_model": name, "timm_img_s": statistics.median(ref),
+                        "timm_peak_mem_mib": result["memory"][name], "ratio": statistics.median(ratios),
+                        "ratio_min": min(ratios), "ratio_max": max(ratios)})
+        rows.append(row)
+        print(_line(row), flush=True)
+    return rows
+
+
+def _line(row: dict) -> str:
+    text = (f"{row['step']:>22} {row['mode']:>5} {row['image_size']}px b{row['batch_size']}: "
+            f"{row['img_s']:8.1f} img/s")
+    if "ratio" in row:
+        text += f" | {row['timm_model']} {row['timm_img_s']:8.1f} img/s | ours/timm {row['ratio']:.3f} " \
+                f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]"
+    return text
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{torch.get_num_threads()}"
+
+
+def run(argv: list[str]) -> pd.DataFrame:
+    configs = compose_bench(_argv_overrides(argv))
+    bench = bench_config(configs[0])
+    for cfg in configs:  # validate every job before measuring any
+        build_models(cfg, bench)
+    if bench.compare == "timm" and not any(cfg.step.name in cfg.regime.timm for cfg in configs):
+        raise ConfigError(f"compare=timm: no step here has a timm model; steps with one: "
+                          f"{', '.join(configs[0].regime.timm)} (regime={configs[0].regime.name})")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(bench.threads or threads)
+    try:
+        device = _device(bench.device)
+        rows = [row for cfg in configs for row in bench_step(cfg, bench, device)]
+    finally:
+        torch.set_num_threads(threads)
+    table = pd.DataFrame(rows)
+    out = Path(bench.out or f"outputs/bench/{dt.datetime.now():%Y-%m-%d_%H-%M-%S}.csv")
+    atomic_write_text(out, csv_header(provenance()) + table.to_csv(index=False, float_format="%.4g"))
+    print(f"-> {out}")
+    return table
+
+
+def main(argv: list[str]) -> int:
+    try:
+        run(argv)
+    except (ConfigError, NetConfigError, HydraException) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,49 @@
+"""The benchmark runs our step and timm's reference side by side and writes a CSV with provenance.
+(Its numbers are measurements, asserted by nobody: results/bench/ holds them.)"""
+import pandas as pd
+import torch
+
+from timm.layers import DropPath
+
+from ablate.bench import bench_config, build_models, compose_bench, run
+from stages.port import from_timm
+
+from conftest import cli
+
+TINY = ["image_size=32", "batch_size=2", "iters=1", "repeats=2", "warmup=1", "threads=1"]
+
+
+def test_bench_compares_with_timm_and_writes_a_csv(tmp_path):
+    table = run(["+step=separate_downsampling", "compare=timm", *TINY, f"out={tmp_path / 'b.csv'}"])
+    assert list(table["mode"]) == ["infer", "train"] and set(table.timm_model) == {"convnext_tiny"}
+    assert (table.ratio > 0).all() and (table.img_s > 0).all()
+    written = pd.read_csv(tmp_path / "b.csv", comment="#")
+    assert list(written.step) == ["separate_downsampling"] * 2
+    assert (tmp_path / "b.csv").read_text().startswith("# command:")
+
+
+def test_bench_measures_the_same_networks_as_timm():
+    for step, name in (("baseline", "resnet50"), ("separate_downsampling", "convnext_tiny")):
+        cfg = compose_bench([f"+step={step}", "bench.compare=timm"])[0]
+        models = build_models(cfg, bench_config(cfg))
+        ours, ref = models["ours"], models[name]
+        assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+        ours.load_state_dict(from_timm(ref.state_dict()))
+        drop = [m.drop_prob for m in ours.modules() if isinstance(m, DropPath)]
+        assert drop == [m.drop_prob for m in ref.modules() if isinstance(m, DropPath)]  # 0.1 .. for ConvNeXt-T
+        x = torch.randn(2, 3, 64, 64)
+        ours.eval()
+        ref.eval()
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_bench_expands_a_sweep_and_names_bad_input():
+    assert [c.step.name for c in compose_bench(["+sweep=kernels"])] == [
+        "move_up_dwconv", "kernel_5", "kernel", "kernel_9", "kernel_11"]
+    endpoints = compose_bench(["+step=baseline,separate_downsampling", "image_size=64"])
+    assert [c.step.name for c in endpoints] == ["baseline", "separate_downsampling"]
+    assert {c.bench.image_size for c in endpoints} == {64}
+    done = cli("+step=gelu", "compare=timm", module=("-m", "ablate.bench"))
+    assert done.returncode == 2 and "gelu" in done.stderr and "baseline, separate_downsampling" in done.stderr
+    done = cli("modes=[infer,fly]", module=("-m", "ablate.bench"))
+    assert done.returncode == 2 and "bench.modes" in done.stderr

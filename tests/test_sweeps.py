@@ -1,0 +1,158 @@
+"""Named sweeps, resumable multirun, and the report: tables, problems and figures from the run records."""
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from ablate.config import CONF_DIR, compose_config, net_config, run_config
+from ablate.paper import roadmap_steps
+from ablate.report import collect, report, sweep_jobs
+from stages import build_net
+
+from conftest import CHANGE_FLAGS, cli
+
+SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+# ~1 s a job: quarter-width nets, 64 synthetic images, 2 epochs of 2 updates
+TINY = ["budget=smoke", "data.train_size=64", "data.val_size=32"]
+
+
+def _jobs(sweep: str) -> list[list[str]]:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_job_of_every_sweep_builds_and_runs_a_batch(sweep):
+    """The smoke test of every experiment: each job composes, validates and its net trains a step."""
+    names = []
+    for job in _jobs(sweep):
+        run = run_config(compose_config([f"+sweep={sweep}", *job]))
+        names.append(run.step["name"])
+        net = build_net(run.net)
+        net(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert len(names) == len(set(names)) > 1  # every job its own run directory
+
+
+def test_sweeps_cover_the_roadmap_and_its_ablations():
+    assert [job[0].split("=")[1] for job in _jobs("roadmap")] == roadmap_steps("r50", adopted_only=True)
+    kernels = [net_config(compose_config(job)).kernel_size for job in _jobs("kernels")]
+    assert kernels == [3, 5, 7, 9, 11]
+
+
+@pytest.mark.parametrize("change", sorted(CHANGE_FLAGS))
+def test_leave_one_out_and_add_one_in_change_exactly_one_design_step(change):
+    def net(*o):
+        return net_config(compose_config(list(o))).to_dict()
+
+    def diff(a, b):
+        return {k for k in a if a[k] != b[k]}
+
+    convnext, resnet = net("+undo=none"), net("+only=none")
+    assert convnext == net("+step=separate_downsampling") and resnet == net("+step=baseline")
+    assert diff(convnext, net(f"+undo={change}")) == CHANGE_FLAGS[change]
+    assert diff(resnet, net(f"+only={change}")) == CHANGE_FLAGS[change]
+    recipes = compose_config([f"+undo={change}"]).recipe.name, compose_config([f"+only={change}"]).recipe.name
+    assert recipes == (("classic", "modern") if change == "recipe" else ("modern", "classic"))
+
+
+@pytest.mark.parametrize("launcher,target", [("slurm", "SlurmLauncher"), ("local_parallel", "JoblibLauncher")])
+def test_launcher_configs_select_hydra_launchers(launcher, target):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+launcher={launcher}", "+sweep=roadmap"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+
+
+# ------------------------------------------------------------------------------ end to end, on disk
+def _sweep(out, *extra):
+    return cli("-m", "+sweep=roadmap", "seed=0,1", *TINY, f"hydra.sweep.dir={out}", *extra)
+
+
+@pytest.fixture(scope="module")
+def roadmap_sweep(tmp_path_factory):
+    """A smoke-budget roadmap sweep on the embedded data, two seeds, run once without interruption."""
+    out = tmp_path_factory.mktemp("roadmap")
+    done = _sweep(out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+MEASURED = ["step", "seed", "status", "top1", "top5", "best_top1", "params", "gflops", "gflops_at_input", "epochs",
+            "identity_hash"]
+
+
+def test_roadmap_sweep_runs_every_step_and_the_report_draws_it(roadmap_sweep, tmp_path):
+    done = cli(str(roadmap_sweep), f"out={tmp_path}", module=("-m", "ablate.report"))
+    assert done.returncode == 0, done.stderr
+    runs = pd.read_csv(tmp_path / "runs.csv", comment="#")
+    steps = roadmap_steps("r50", adopted_only=True)
+    assert len(runs) == 2 * len(steps) and set(runs.status) == {"finished"} and set(runs.seed) == {0, 1}
+    summary = pd.read_csv(tmp_path / "summary.csv", comment="#")
+    assert list(summary.step) == steps and set(summary.seeds) == {2}
+    assert summary.top1_std.notna().all()
+    assert summary.paper_top1.iloc[-1] == 81.97 and summary.paper_gflops.iloc[0] == 4.09
+    first = summary.set_index("step")
+    assert first.loc["recipe", "delta_top1"] == pytest.approx(first.loc["recipe", "top1_mean"]
+                                                              - first.loc["baseline", "top1_mean"])
+    assert pd.read_csv(tmp_path / "problems.csv", comment="#").empty
+    header = (tmp_path / "summary.csv").read_text().splitlines()[:5]
+    assert header[0].startswith("# command:") and "ablate.report" in header[0]
+    for name in ("roadmap.png", "roadmap.svg", "trajectory.png", "trajectory.svg"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+
+
+def test_interrupted_sweep_resumes_to_the_same_report(roadmap_sweep, tmp_path):
+    # the sweep is killed in its 3rd job (recipe, seed 0) after that job's first epoch
+    assert _sweep(tmp_path, "+step=baseline").returncode == 0  # jobs 1-2 finish
+    baseline = sorted(tmp_path.glob("baseline/*/result.json"))
+    stamps = [p.stat().st_mtime_ns for p in baseline]
+    killed = _sweep(tmp_path, "train.kill_after_epoch=1")
+    assert killed.returncode != 0
+
+    runs, problems = collect(tmp_path)
+    kinds = [p.kind for p in problems]
+    assert kinds.count("unfinished") == 1 and "recipe" in problems[kinds.index("unfinished")].path
+    assert kinds.count("missing") == 2 * 14 - 3  # planned by the sweep, never launched
+
+    resumed = _sweep(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("not retrained") == 2
+    assert [p.stat().st_mtime_ns for p in baseline] == stamps  # finished jobs untouched
+    recipe = json.loads(next(tmp_path.glob("recipe/*seed=0/result.json")).read_text())
+    assert recipe["resumed_from_epoch"] == [1]
+
+    ours, reference = collect(tmp_path), collect(roadmap_sweep)
+    assert ours[1] == [] and reference[1] == []
+    key = ["step", "seed"]
+    a = ours[0][MEASURED].sort_values(key, ignore_index=True)
+    b = reference[0][MEASURED].sort_values(key, ignore_index=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_report_names_a_corrupt_record_and_reports_the_rest(roadmap_sweep, tmp_path):
+    shutil.copytree(roadmap_sweep, tmp_path / "runs")
+    broken = next((tmp_path / "runs").glob("gelu/*seed=1/result.json"))
+    broken.write_text(broken.read_text()[:500])  # half-written
+    done = cli(str(tmp_path / "runs"), f"out={tmp_path}", module=("-m", "ablate.report"))
+    assert done.returncode == 0 and str(broken) in done.stderr
+    problems = pd.read_csv(tmp_path / "problems.csv", comment="#")
+    assert list(problems.kind) == ["corrupt"] and problems.path[0] == str(broken)
+    summary = pd.read_csv(tmp_path / "summary.csv", comment="#").set_index("step")
+    assert len(summary) == 14 and summary.loc["gelu", "seeds"] == 1 and summary.loc["kernel", "seeds"] == 2
+
+
+def test_report_of_a_missing_directory_is_a_clear_error(tmp_path):
+    done = cli(str(tmp_path / "nope"), module=("-m", "ablate.report"))
+    assert done.returncode == 2 and "nope" in done.stderr and "does not exist" in done.stderr
+
+
+def test_sweep_jobs_expands_like_hydra(roadmap_sweep):
+    jobs = sweep_jobs(roadmap_sweep / "multirun.yaml")
+    assert len(jobs) == 28 and jobs[0][:3] == ["+step=baseline", "+sweep=roadmap", "seed=0"]
+    assert jobs[1][:3] == ["+step=baseline", "+sweep=roadmap", "seed=1"]
