@@ -69,7 +69,9 @@ class Block(nn.Module):
         shortcut = self.shortcut(x)
         for name in self.order:
             x = getattr(self, name)(x)
-        return self.act(self.drop_path(self.layer_scale(x)) + shortcut)
+        x = self.drop_path(self.layer_scale(x))
+        x += shortcut  # in place, as timm: no new activation-sized tensor per block (same sum, same bits)
+        return self.act(x)
 
     def last_norm(self) -> nn.Module:
         """The norm closing the residual branch (zeroed by the ResNet init), if any."""
