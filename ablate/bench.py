@@ -22,7 +22,6 @@ import timm
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from torch import nn
@@ -30,7 +29,7 @@ from torch import nn
 from stages import NetConfigError, build_net
 from stages.config import check_choices, typed_from_dict
 
-from .config import CONF_DIR, ConfigError, net_config
+from .config import CONF_DIR, ConfigError, expand_sweep, net_config
 from .io import atomic_write_text
 from .provenance import csv_header, provenance
 
@@ -74,14 +73,9 @@ def _argv_overrides(argv: list[str]) -> list[str]:
 
 def compose_bench(overrides: list[str]) -> list:
     """One composed config per step: a +sweep=NAME expands to its jobs, as Hydra's basic sweeper would."""
-    cli = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        fixed = [o.input_line for o in cli if not o.is_sweep_override()]
-        base = compose("bench", overrides=fixed, return_hydra_config=True)
-        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
-        cli_keys = {o.get_key_element() for o in cli}
-        params = [p for p in params if p.split("=", 1)[0] not in cli_keys]  # the command line wins, as in -m
-        jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides([*params, *overrides]), None)[0]
+        jobs = expand_sweep(compose("bench", overrides=fixed, return_hydra_config=True).hydra, overrides)
         return [compose("bench", overrides=job) for job in jobs]
 
 
@@ -234,7 +228,8 @@ def run(argv: list[str]) -> pd.DataFrame:
     for cfg in configs:  # validate every job before measuring any
         build_models(cfg, bench)
     if bench.compare == "timm" and not any(cfg.step.name in cfg.regime.timm for cfg in configs):
-        raise ConfigError(f"compare=timm: no step here has a timm model; steps with one: "
+        raise ConfigError(f"compare=timm: no step here ({', '.join(c.step.name for c in configs)}) has a timm "
+                          f"model; steps with one: "
                           f"{', '.join(configs[0].regime.timm)} (regime={configs[0].regime.name})")
     threads = torch.get_num_threads()
     torch.set_num_threads(bench.threads or threads)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from stages import NetConfig
@@ -188,6 +190,13 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
     """The config `python -m ablate OVERRIDES...` would run with (through Hydra's compose API)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def expand_sweep(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
+    """Every job's overrides, as Hydra's basic sweeper expands a multirun: the sweep config's
+    `hydra.sweeper.params` first, then the command line (which wins on a shared key)."""
+    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides([*params, *overrides]), None)[0]
 
 
 def step_overrides(step: str, regime: str = "r50", extra: list[str] = ()) -> list[str]:

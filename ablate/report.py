@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.figure import Figure  # no pyplot: no global state, any backend; notebooks display the figures
 from omegaconf import OmegaConf
 
-from .config import compose_config, identity_hash
+from .config import compose_config, expand_sweep, identity_hash
 from .io import atomic_write_bytes, atomic_write_text
 from .paper import paper_table
 from .provenance import csv_header, provenance
@@ -104,12 +102,9 @@ def _row_columns() -> list[str]:
 
 
 def sweep_jobs(multirun_yaml: Path) -> list[list[str]]:
-    """The override list of every job a sweep's last launch planned, expanded as Hydra's basic sweeper does
-    (the sweep config's params first, then the command line)."""
+    """The overrides of every job a sweep's last launch planned (Hydra writes multirun.yaml at launch)."""
     hydra_cfg = OmegaConf.load(multirun_yaml).hydra
-    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides([*params, *hydra_cfg.overrides.task])
-    return BasicSweeper.split_arguments(overrides, None)[0]
+    return expand_sweep(hydra_cfg, list(hydra_cfg.overrides.task))
 
 
 def _never_launched(root: Path, accounted: set[str]) -> list[Problem]:

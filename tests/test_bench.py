@@ -40,7 +40,7 @@ def test_bench_measures_the_same_networks_as_timm():
 def test_bench_expands_a_sweep_and_names_bad_input():
     assert [c.step.name for c in compose_bench(["+sweep=kernels"])] == [
         "move_up_dwconv", "kernel_5", "kernel", "kernel_9", "kernel_11"]
-    endpoints = compose_bench(["+step=baseline,separate_downsampling", "image_size=64"])
+    endpoints = compose_bench(["+step=baseline,separate_downsampling", "bench.image_size=64"])
     assert [c.step.name for c in endpoints] == ["baseline", "separate_downsampling"]
     assert {c.bench.image_size for c in endpoints} == {64}
     done = cli("+step=gelu", "compare=timm", module=("-m", "ablate.bench"))

@@ -6,12 +6,10 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from ablate.config import CONF_DIR, compose_config, net_config, run_config
+from ablate.config import CONF_DIR, compose_config, expand_sweep, net_config, run_config
 from ablate.paper import roadmap_steps
-from ablate.report import collect, report, sweep_jobs
+from ablate.report import collect, sweep_jobs
 from stages import build_net
 
 from conftest import CHANGE_FLAGS, cli
@@ -24,8 +22,7 @@ TINY = ["budget=smoke", "data.train_size=64", "data.val_size=32"]
 def _jobs(sweep: str) -> list[list[str]]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
-    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
-    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
+    return expand_sweep(cfg.hydra, [f"+sweep={sweep}"])
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
@@ -33,7 +30,7 @@ def test_every_job_of_every_sweep_builds_and_runs_a_batch(sweep):
     """The smoke test of every experiment: each job composes, validates and its net trains a step."""
     names = []
     for job in _jobs(sweep):
-        run = run_config(compose_config([f"+sweep={sweep}", *job]))
+        run = run_config(compose_config(job))
         names.append(run.step["name"])
         net = build_net(run.net)
         net(torch.randn(2, 3, 32, 32)).sum().backward()

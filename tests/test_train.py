@@ -1,8 +1,5 @@
 """The training engine: a complete record, learning, exact resume, DDP = one process, clean failures."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
