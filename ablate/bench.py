@@ -27,11 +27,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from stages import NetConfigError, build_net
-from stages.config import check_choices, typed_from_dict
+from stages.config import check_choices, check_value, typed_from_dict
 
 from .config import CONF_DIR, ConfigError, expand_sweep, net_config
 from .io import atomic_write_text
 from .provenance import csv_header, provenance
+from .train import pick_device
 
 BENCH_KEYS = ("device", "precision", "channels_last", "compile", "image_size", "batch_size", "num_classes",
               "modes", "warmup", "iters", "repeats", "compare", "threads", "out")
@@ -57,12 +58,11 @@ class BenchConfig:
     def __post_init__(self):
         check_choices(self, "bench", ConfigError)
         object.__setattr__(self, "modes", tuple(self.modes))
-        bad = sorted(set(self.modes) - {"infer", "train"})
-        if bad or not self.modes:
-            raise ConfigError(f"bench.modes={list(self.modes)} is not allowed; expected a list of infer, train")
+        check_value(bool(self.modes) and set(self.modes) <= {"infer", "train"}, "modes", list(self.modes),
+                    "a list of infer, train", prefix="bench", error=ConfigError)
         for key in ("image_size", "batch_size", "iters", "repeats"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"bench.{key}={getattr(self, key)} is not allowed; expected a positive integer")
+            check_value(getattr(self, key) >= 1, key, getattr(self, key), "a positive integer", prefix="bench",
+                        error=ConfigError)
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -97,13 +97,6 @@ def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
 
 
 # ------------------------------------------------------------------------------------------ measure
-def _device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("bench.device=cuda but no CUDA device is visible; use device=cpu or auto")
-    return torch.device("cuda" if requested == "auto" and torch.cuda.is_available() else
-                        requested if requested != "auto" else "cpu")
-
-
 class Runner:
     """One model ready to run one mode (infer or train) at a batch size; `block()` times `iters` iterations."""
 
@@ -150,7 +143,7 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e)
 
 
-def make_runner(model, mode, bench, device) -> tuple[Runner, float]:
+def make_runner(model, mode, bench, device) -> Runner:
     """A runner at the largest batch <= bench.batch_size that fits (halving on out-of-memory, as timm's
     benchmark decays the batch), after its first warm-up (compilation happens there)."""
     batch = bench.batch_size
@@ -158,7 +151,7 @@ def make_runner(model, mode, bench, device) -> tuple[Runner, float]:
         try:
             runner = Runner(model, mode, bench, device, batch)
             runner.block(bench.warmup)
-            return runner, batch
+            return runner
         except (RuntimeError, torch.OutOfMemoryError) as e:
             if not _is_oom(e) or batch == 1:
                 raise
@@ -172,7 +165,7 @@ def measure(models: dict[str, nn.Module], bench: BenchConfig, device: torch.devi
     for name, model in models.items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        runners[name], _ = make_runner(model, mode, bench, device)
+        runners[name] = make_runner(model, mode, bench, device)
         memory[name] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     speeds = {name: [] for name in models}
     for _ in range(bench.repeats):
@@ -234,7 +227,7 @@ def run(argv: list[str]) -> pd.DataFrame:
     threads = torch.get_num_threads()
     torch.set_num_threads(bench.threads or threads)
     try:
-        device = _device(bench.device)
+        device = pick_device(bench.device, key="bench.device")
         rows = [row for cfg in configs for row in bench_step(cfg, bench, device)]
     finally:
         torch.set_num_threads(threads)

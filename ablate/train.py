@@ -32,7 +32,7 @@ from tqdm import tqdm
 from stages import Net, build_net
 
 from .complexity import count
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import build_datasets
 from .distributed import World, close_world, init_world, replica_divergence
 from .io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -75,9 +75,9 @@ def shard(n: int, world: World) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, key: str = "train.device") -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+        raise ConfigError(f"{key}=cuda but no CUDA device is visible; use {key}=auto or cpu")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)
