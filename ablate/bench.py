@@ -32,7 +32,7 @@ from stages.config import check_choices, check_value, typed_from_dict
 from .config import CONF_DIR, ConfigError, expand_sweep, net_config
 from .io import atomic_write_text
 from .provenance import csv_header, provenance
-from .train import pick_device
+from .train import describe_device, pick_device
 
 BENCH_KEYS = ("device", "precision", "channels_last", "compile", "image_size", "batch_size", "num_classes",
               "modes", "warmup", "iters", "repeats", "compare", "threads", "out")
@@ -42,7 +42,7 @@ BENCH_KEYS = ("device", "precision", "channels_last", "compile", "image_size", "
 class BenchConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: each model's own layout (ours NHWC, timm's NCHW); else both
     compile: bool = False
     image_size: int = 224
     batch_size: int = 32
@@ -58,6 +58,8 @@ class BenchConfig:
     def __post_init__(self):
         check_choices(self, "bench", ConfigError)
         object.__setattr__(self, "modes", tuple(self.modes))
+        check_value(self.channels_last in (None, True, False), "channels_last", self.channels_last,
+                    "null (each model's own layout), true or false (both models)", prefix="bench", error=ConfigError)
         check_value(bool(self.modes) and set(self.modes) <= {"infer", "train"}, "modes", list(self.modes),
                     "a list of infer, train", prefix="bench", error=ConfigError)
         for key in ("image_size", "batch_size", "iters", "repeats"):
@@ -86,7 +88,7 @@ def bench_config(cfg) -> BenchConfig:
 def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
     """Ours and, with compare=timm, the timm reference of this step (the endpoints have one) at the same width."""
     net = net_config(cfg).replace(num_classes=bench.num_classes)
-    models = {"ours": build_net(net)}
+    models = {"ours": build_net(net, channels_last=bench.channels_last is not False)}
     name = cfg.regime.timm.get(cfg.step.name)
     if bench.compare == "timm" and name is not None:
         if net.width_multiplier != 1.0:
@@ -102,6 +104,7 @@ class Runner:
 
     def __init__(self, model: nn.Module, mode: str, bench: BenchConfig, device: torch.device, batch: int):
         self.bench, self.device, self.mode, self.batch = bench, device, mode, batch
+        # channels_last=true converts model and input, as timm's benchmark.py --channels-last
         fmt = torch.channels_last if bench.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=fmt).train(mode == "train")
         self.fn = torch.compile(self.model) if bench.compile else self.model
@@ -182,8 +185,9 @@ def bench_step(cfg, bench: BenchConfig, device: torch.device) -> list[dict]:
         result = measure(models, bench, device, mode)
         ours = result["speeds"]["ours"]
         row = {"regime": cfg.regime.name, "step": cfg.step.name, "step_index": cfg.step.index,
-               "adopted": cfg.step.adopted, "mode": mode, "device": _describe(device),
-               "precision": bench.precision, "channels_last": bench.channels_last, "compile": bench.compile,
+               "adopted": cfg.step.adopted, "mode": mode, "device": describe_device(device),
+               "precision": bench.precision, "channels_last": bench.channels_last is not False,
+               "compile": bench.compile,
                "image_size": bench.image_size, "batch_size": result["batch"]["ours"],
                "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats,
                "iters": bench.iters, "img_s": statistics.median(ours), "img_s_min": min(ours),
@@ -192,7 +196,8 @@ def bench_step(cfg, bench: BenchConfig, device: torch.device) -> list[dict]:
         for name in others:  # at most one: the step's timm reference
             ref = result["speeds"][name]
             ratios = [a / b for a, b in zip(ours, ref)]
-            row.update({"timm_model": name, "timm_img_s": statistics.median(ref),
+            row.update({"timm_model": name, "timm_channels_last": bool(bench.channels_last),
+                        "timm_img_s": statistics.median(ref),
                         "timm_peak_mem_mib": result["memory"][name], "ratio": statistics.median(ratios),
                         "ratio_min": min(ratios), "ratio_max": max(ratios)})
         rows.append(row)
@@ -207,12 +212,6 @@ def _line(row: dict) -> str:
         text += f" | {row['timm_model']} {row['timm_img_s']:8.1f} img/s | ours/timm {row['ratio']:.3f} " \
                 f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]"
     return text
-
-
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu x{torch.get_num_threads()}"
 
 
 def run(argv: list[str]) -> pd.DataFrame:

@@ -123,7 +123,7 @@ class TrainConfig:
     """How to run (conf/config.yaml `train:`); none of it is part of a run's identity."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
+    channels_last: bool = True          # the net's activation layout (NHWC); outputs agree to rounding
     compile: bool = False
     sync_bn: bool = False               # SyncBatchNorm across processes (CUDA only)
     overwrite: bool = False             # retrain even if this directory holds a finished or different run

@@ -132,8 +132,6 @@ def evaluate(model: nn.Module, dataset, run: RunConfig, device, world: World, ba
     loss_sum = top1 = top5 = seen = 0.0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if run.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, run.train.precision):
             logits = model(x)
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
@@ -202,14 +200,12 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
 
     data = build_datasets(run.data, run.augment, run.seed)
     torch.manual_seed(run.seed)  # same init on every process
-    net = build_net(run.net)
+    net = build_net(run.net, channels_last=run.train.channels_last)
     paper_convention = count(build_net(run.net.replace(num_classes=1000)), 224)  # ImageNet head, 224x224
     complexity = {"params": sum(p.numel() for p in net.parameters()),  # the trained net's own
                   "gflops": paper_convention["gflops"], "fvcore_gflops": paper_convention["fvcore_gflops"],
                   "gflops_at_input": count(net, run.data.image_size)["gflops"]}
     net.to(device)
-    if run.train.channels_last:
-        net.to(memory_format=torch.channels_last)
     if run.train.sync_bn and world.size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     ema = ModelEmaV3(net, decay=run.recipe.ema_decay) if run.recipe.ema_decay else None
@@ -250,7 +246,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
         "lr": run.lr, "augmentation": {k: getattr(run.augment, k) for k in
                                        ("auto_augment", "mixup", "cutmix", "random_erasing", "label_smoothing")},
         "epochs_planned": epochs, "updates_planned": total_updates,
-        "device": _describe(device), "world_size": world.size, "provenance": provenance(),
+        "device": describe_device(device), "world_size": world.size, "provenance": provenance(),
         "classes": data.classes, "train_images": len(data.train), "val_images": len(data.val),
     }
 
@@ -317,8 +313,6 @@ def _train_epoch(run, model, net, ema, optimizer, scheduler, scaler, loader, sam
         if state["update"] >= total_updates:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if run.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         target = y
         if mixup is not None:
             x, target = mixup(x, y)
@@ -371,7 +365,8 @@ def _cpu_state(net: Net) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
 
 
-def _describe(device: torch.device) -> str:
+def describe_device(device: torch.device) -> str:
+    """The device as records and benchmark CSVs name it."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"cpu: {torch.get_num_threads()} threads"

@@ -10,7 +10,7 @@ two convs and the residual add (`block_activations=all`) or only the conv before
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath
+from timm.layers import drop_path
 from torch import nn
 
 from .config import NetConfig
@@ -20,14 +20,11 @@ from .norms import make_act
 
 
 class LayerScale(nn.Module):
-    """Per-channel scale of the residual branch, initialised small (CaiT / ConvNeXt)."""
+    """Per-channel scale of the residual branch, initialised small (CaiT / ConvNeXt). `Block` applies it."""
 
     def __init__(self, channels: int, init_value: float):
         super().__init__()
         self.gamma = nn.Parameter(torch.full((channels,), init_value))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(self.gamma.reshape(1, -1, 1, 1))
 
 
 class Block(nn.Module):
@@ -60,8 +57,8 @@ class Block(nn.Module):
         self.pw2 = ConvNormAct(*pw2_io, norm=cfg.norm if all_norms else None, linear=linear)
         self.order = ("spatial", "pw1", "pw2") if first else ("pw1", "spatial", "pw2")
 
-        self.layer_scale = LayerScale(out_chs, cfg.layer_scale_init) if cfg.layer_scale_init else nn.Identity()
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale = LayerScale(out_chs, cfg.layer_scale_init) if cfg.layer_scale_init else None
+        self.drop_path_rate = drop_path
         self.shortcut = projection_shortcut(in_chs, out_chs, stride, cfg.norm)
         self.act = make_act(cfg.act) if all_acts else nn.Identity()  # ResNet's post-addition activation
 
@@ -69,9 +66,22 @@ class Block(nn.Module):
         shortcut = self.shortcut(x)
         for name in self.order:
             x = getattr(self, name)(x)
-        x = self.drop_path(self.layer_scale(x))
-        x += shortcut  # in place, as timm: no new activation-sized tensor per block (same sum, same bits)
+        # shortcut + branch * gamma * keep in as few passes over the activations as the autograd allows: the
+        # scales broadcast inside one fused multiply-add (timm makes a new tensor for each of the three steps)
+        gamma = self.layer_scale.gamma.reshape(1, -1, 1, 1) if self.layer_scale is not None else None
+        keep = self.drop_path_keep(x)
+        if keep is None:
+            x = x.add_(shortcut) if gamma is None else torch.addcmul(shortcut, x, gamma)
+        else:  # gamma stays its own product: one (N, C) scale would need a slow per-sample gradient reduction
+            x = torch.addcmul(shortcut, x if gamma is None else x * gamma, keep)
         return self.act(x)
+
+    def drop_path_keep(self, x: torch.Tensor) -> torch.Tensor | None:
+        """DropPath's per-sample keep / keep_prob (N, 1, 1, 1) in training, else None. timm's drop_path on ones:
+        the same random draws as timm's DropPath on the branch itself."""
+        if not self.training or self.drop_path_rate == 0:
+            return None
+        return drop_path(x.new_ones(x.shape[0], 1, 1, 1), self.drop_path_rate, training=True)
 
     def last_norm(self) -> nn.Module:
         """The norm closing the residual branch (zeroed by the ResNet init), if any."""

@@ -40,7 +40,8 @@ class NetConfig:
     in_chans: int = 3
     # --- speed only: never changes parameters, FLOPs or outputs
     pointwise_impl: Literal["auto", "conv", "linear"] = "auto"
-    # conv: 1x1 Conv2d on NCHW; linear: Linear on NHWC (timm ConvNeXt); auto: linear iff norm is layer
+    # conv: 1x1 Conv2d; linear: Linear on the NHWC view (timm ConvNeXt's layout); auto: conv, which oneDNN runs
+    # faster than Linear on the CPU (results/bench/). Same params and outputs (to rounding) either way.
 
     def __post_init__(self):
         check_choices(self, "net")
@@ -74,7 +75,7 @@ class NetConfig:
 
     @property
     def uses_linear_pointwise(self) -> bool:
-        return self.pointwise_impl == "linear" or (self.pointwise_impl == "auto" and self.norm == "layer")
+        return self.pointwise_impl == "linear"
 
     @property
     def total_stride(self) -> int:

@@ -46,9 +46,15 @@ class Head(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, cfg: NetConfig):
+    """`channels_last` is how the net lays out its activations, not what it computes (outputs agree to float
+    rounding), so it is an argument and not part of NetConfig or a run's identity. NHWC is the layout of
+    oneDNN's and cuDNN's fast convolutions, and where a LayerNorm over channels needs no copy
+    (results/bench/ measures it against timm's NCHW)."""
+
+    def __init__(self, cfg: NetConfig, channels_last: bool = True):
         super().__init__()
         self.cfg = cfg
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.stem = Stem(cfg)
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         stages, in_chs = [], cfg.stem_width
@@ -77,11 +83,11 @@ class Net(nn.Module):
                     nn.init.zeros_(m.last_norm().weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        return self.stages(self.stem(x.contiguous(memory_format=self.memory_format)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
 
-def build_net(cfg: NetConfig | dict) -> Net:
-    return Net(cfg if isinstance(cfg, NetConfig) else NetConfig.from_dict(cfg))
+def build_net(cfg: NetConfig | dict, channels_last: bool = True) -> Net:
+    return Net(cfg if isinstance(cfg, NetConfig) else NetConfig.from_dict(cfg), channels_last)

@@ -28,10 +28,11 @@ def _deterministic():
     torch.manual_seed(0)
 
 
-def step_net(step: str, regime: str = "r50", extra: list[str] = ()):
+def step_net(step: str, regime: str = "r50", extra: list[str] = (), channels_last: bool = True):
     """The paper's network of a step (full width, 1000 classes) unless `extra` says otherwise."""
     paper_net = ["net.num_classes=1000", "net.width_multiplier=1.0"]
-    return build_net(net_config(compose_config(step_overrides(step, regime, [*paper_net, *extra]))))
+    cfg = net_config(compose_config(step_overrides(step, regime, [*paper_net, *extra])))
+    return build_net(cfg, channels_last=channels_last)
 
 
 def cli(*args: str, env_extra: dict | None = None, module=("-m", "ablate")) -> subprocess.CompletedProcess:

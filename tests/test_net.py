@@ -41,7 +41,8 @@ def test_endpoint_equals_timm(regime, step, timm_name, family):
     with torch.no_grad():
         ours, theirs = net(x), ref(x)
     assert theirs.abs().mean() > 1e-2  # a meaningful comparison, not two near-zero outputs
-    assert (ours - theirs).abs().max() <= 1e-4
+    # equal up to float32 rounding: our NHWC convolutions and fused residual sum in another order than timm's
+    assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
 
     back = to_timm(net.state_dict(), family)
     assert back.keys() == ref.state_dict().keys()
@@ -79,18 +80,20 @@ def test_every_step_trains_on_cpu(step):
 
 @pytest.mark.parametrize("step", ["baseline", "fewer_norms", "layer_norm", "separate_downsampling"])
 def test_speed_only_options_change_nothing(step):
-    """pointwise_impl (1x1 conv vs NHWC Linear) and channels_last: same params, same state_dict, same outputs."""
-    conv = step_net(step, extra=["net.pointwise_impl=conv"]).eval()
+    """pointwise_impl (1x1 conv vs NHWC Linear) and the activation layout (NCHW vs NHWC): same params, same
+    state_dict, same outputs."""
+    conv = step_net(step, extra=["net.pointwise_impl=conv"], channels_last=False).eval()
     linear = step_net(step, extra=["net.pointwise_impl=linear"]).eval()
     assert {k: v.shape for k, v in conv.state_dict().items()} == {k: v.shape for k, v in linear.state_dict().items()}
     _randomize_norm_stats(conv)
     linear.load_state_dict(conv.state_dict())
+    nhwc_conv = step_net(step, extra=["net.pointwise_impl=conv"]).eval()
+    nhwc_conv.load_state_dict(conv.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         reference = conv(x)
-        channels_last = conv.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
         # equal up to float32 summation order (observed ~1e-6 of the output scale)
-        for other in (linear(x), channels_last):
+        for other in (linear(x), nhwc_conv(x)):
             assert (other - reference).abs().max() <= 1e-5 * reference.abs().max()
 
 
@@ -99,5 +102,5 @@ def test_drop_path_and_layer_scale_follow_the_recipe():
     assert not any("gamma" in k for k in baseline.state_dict())
     gammas = [v for k, v in recipe.state_dict().items() if k.endswith("layer_scale.gamma")]
     assert len(gammas) == 16 and all(torch.allclose(g, torch.full_like(g, 1e-6)) for g in gammas)
-    rates = [b.drop_path.drop_prob for s in recipe.stages for b in s.blocks if hasattr(b.drop_path, "drop_prob")]
-    assert rates[-1] == pytest.approx(0.1) and rates == sorted(rates)  # linear 0 -> 0.1 over the blocks
+    rates = [b.drop_path_rate for s in recipe.stages for b in s.blocks]
+    assert rates[0] == 0 and rates[-1] == pytest.approx(0.1) and rates == sorted(rates)  # linear 0 -> 0.1
