@@ -2,9 +2,10 @@
 
 Images/s for inference and training and peak memory of each step's network, measured as timm's benchmark.py
 does: untimed warm-up, device synchronisation, channels_last and autocast options, torch.compile, and batch-size
-back-off on out-of-memory. With compare=timm the endpoint's timm model (conf/regime: `timm`) is measured in the
-same process, alternating with ours block by block, so drifts in machine speed hit both alike; the ratio
-reported is the median over blocks of ours/timm. Writes a CSV with provenance (conf/bench.yaml lists the keys).
+back-off on out-of-memory. All the steps of a sweep are measured in one process, alternating block by block,
+so drifts in machine speed hit every step alike. With compare=timm the endpoints' timm models (conf/regime:
+`timm`) join the rotation, and the ratio reported is the median over blocks of ours/timm. Writes a CSV with
+provenance (conf/bench.yaml lists the keys).
 """
 from __future__ import annotations
 
@@ -162,47 +163,57 @@ def make_runner(model, mode, bench, device) -> Runner:
             torch.cuda.empty_cache()
 
 
-def measure(models: dict[str, nn.Module], bench: BenchConfig, device: torch.device, mode: str) -> dict:
-    """Alternates the models block by block; returns per-model images/s of every block and peak memory."""
+def measure(models: dict, bench: BenchConfig, device: torch.device, mode: str) -> dict:
+    """Alternates all the models block by block, so a drift in machine speed hits every one alike; returns
+    per-model images/s of every block, the batch it ran and its peak memory (CUDA: its own, above what the
+    other models held)."""
     runners, memory = {}, {}
-    for name, model in models.items():
+    for key, model in models.items():
+        model.to("cpu")  # on the device only while its own runner is made: its memory is counted once
+    for key, model in models.items():
         if device.type == "cuda":
+            base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-        runners[name] = make_runner(model, mode, bench, device)
-        memory[name] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    speeds = {name: [] for name in models}
+        runners[key] = make_runner(model, mode, bench, device)
+        memory[key] = ((torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda"
+                       else float("nan"))
+    speeds = {key: [] for key in models}
     for _ in range(bench.repeats):
-        for name, runner in runners.items():
-            speeds[name].append(runner.block(warmup=1))
-    return {"speeds": speeds, "memory": memory, "batch": {n: r.batch for n, r in runners.items()}}
+        for key, runner in runners.items():
+            speeds[key].append(runner.block(warmup=1))
+    return {"speeds": speeds, "memory": memory, "batch": {k: r.batch for k, r in runners.items()}}
 
 
-def bench_step(cfg, bench: BenchConfig, device: torch.device) -> list[dict]:
+def bench_rows(configs: list, bench: BenchConfig, device: torch.device) -> list[dict]:
+    """Every step's net (and its timm reference, if compared) measured together, one mode at a time."""
+    models = {(cfg.step.name, name): model for cfg in configs for name, model in build_models(cfg, bench).items()}
     rows = []
-    models = build_models(cfg, bench)
     for mode in bench.modes:
         torch.manual_seed(0)
         result = measure(models, bench, device, mode)
-        ours = result["speeds"]["ours"]
-        row = {"regime": cfg.regime.name, "step": cfg.step.name, "step_index": cfg.step.index,
-               "adopted": cfg.step.adopted, "mode": mode, "device": describe_device(device),
-               "precision": bench.precision, "channels_last": bench.channels_last is not False,
-               "compile": bench.compile,
-               "image_size": bench.image_size, "batch_size": result["batch"]["ours"],
-               "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats,
-               "iters": bench.iters, "img_s": statistics.median(ours), "img_s_min": min(ours),
-               "img_s_max": max(ours), "peak_mem_mib": result["memory"]["ours"]}
-        others = [n for n in models if n != "ours"]
-        for name in others:  # at most one: the step's timm reference
-            ref = result["speeds"][name]
+        for cfg in configs:
+            rows.append(_row(cfg, bench, device, mode, result))
+            print(_line(rows[-1]), flush=True)
+    return rows
+
+
+def _row(cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict) -> dict:
+    step = cfg.step.name
+    ours = result["speeds"][step, "ours"]
+    row = {"regime": cfg.regime.name, "step": step, "step_index": cfg.step.index, "adopted": cfg.step.adopted,
+           "mode": mode, "device": describe_device(device), "precision": bench.precision,
+           "channels_last": bench.channels_last is not False, "compile": bench.compile,
+           "image_size": bench.image_size, "batch_size": result["batch"][step, "ours"],
+           "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats, "iters": bench.iters,
+           "img_s": statistics.median(ours), "img_s_min": min(ours), "img_s_max": max(ours),
+           "peak_mem_mib": result["memory"][step, "ours"]}
+    for (other_step, name), ref in result["speeds"].items():
+        if other_step == step and name != "ours":  # at most one: the step's timm reference
             ratios = [a / b for a, b in zip(ours, ref)]
             row.update({"timm_model": name, "timm_channels_last": bool(bench.channels_last),
-                        "timm_img_s": statistics.median(ref),
-                        "timm_peak_mem_mib": result["memory"][name], "ratio": statistics.median(ratios),
-                        "ratio_min": min(ratios), "ratio_max": max(ratios)})
-        rows.append(row)
-        print(_line(row), flush=True)
-    return rows
+                        "timm_img_s": statistics.median(ref), "timm_peak_mem_mib": result["memory"][step, name],
+                        "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
+    return row
 
 
 def _line(row: dict) -> str:
@@ -217,8 +228,6 @@ def _line(row: dict) -> str:
 def run(argv: list[str]) -> pd.DataFrame:
     configs = compose_bench(_argv_overrides(argv))
     bench = bench_config(configs[0])
-    for cfg in configs:  # validate every job before measuring any
-        build_models(cfg, bench)
     if bench.compare == "timm" and not any(cfg.step.name in cfg.regime.timm for cfg in configs):
         raise ConfigError(f"compare=timm: no step here ({', '.join(c.step.name for c in configs)}) has a timm "
                           f"model; steps with one: "
@@ -227,7 +236,7 @@ def run(argv: list[str]) -> pd.DataFrame:
     torch.set_num_threads(bench.threads or threads)
     try:
         device = pick_device(bench.device, key="bench.device")
-        rows = [row for cfg in configs for row in bench_step(cfg, bench, device)]
+        rows = bench_rows(configs, bench, device)
     finally:
         torch.set_num_threads(threads)
     table = pd.DataFrame(rows)

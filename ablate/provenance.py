@@ -16,11 +16,13 @@ LIBRARIES = ("torch", "torchvision", "timm", "hydra-core", "fvcore", "pandas", "
 
 
 def git_revision() -> str:
-    """The commit, with '-dirty' when tracked files differ from it."""
+    """The commit, with '-dirty' when tracked files outside results/ differ from it (a run that rewrites a
+    committed result, as reproducing one does, leaves the code it ran as committed)."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

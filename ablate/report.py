@@ -248,7 +248,8 @@ def with_bench(summary: pd.DataFrame, bench_csv: str | Path, mode: str = "train"
     bench = bench[bench["mode"] == mode]
     if bench.empty:
         raise ValueError(f"{bench_csv} has no {mode!r} rows; run ablate.bench with modes=[{mode}]")
-    setting = [f"{r.image_size}px, batch {r.batch_size}, {r.device}, {r.precision}" for r in bench.itertuples()]
+    setting = [f"{r.image_size}px, batch {r.batch_size}, width x{r.width_multiplier:g}, {r.device}, {r.precision}"
+               for r in bench.itertuples()]
     bench = bench.assign(bench_img_s=bench.img_s, bench_mode=mode, bench_setting=setting)
     return summary.merge(bench[["regime", "step", "bench_img_s", "bench_mode", "bench_setting"]],
                          on=["regime", "step"], how="left")

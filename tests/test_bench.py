@@ -12,11 +12,12 @@ TINY = ["image_size=32", "batch_size=2", "iters=1", "repeats=2", "warmup=1", "th
 
 
 def test_bench_compares_with_timm_and_writes_a_csv(tmp_path):
-    table = run(["+step=separate_downsampling", "compare=timm", *TINY, f"out={tmp_path / 'b.csv'}"])
-    assert list(table["mode"]) == ["infer", "train"] and set(table.timm_model) == {"convnext_tiny"}
-    assert (table.ratio > 0).all() and (table.img_s > 0).all()
+    table = run(["+step=baseline,separate_downsampling", "compare=timm", *TINY, f"out={tmp_path / 'b.csv'}"])
+    assert list(table["mode"]) == ["infer"] * 2 + ["train"] * 2
+    assert list(table.timm_model) == ["resnet50", "convnext_tiny"] * 2  # each step against its own reference
+    assert (table.ratio > 0).all() and (table.img_s > 0).all() and (table.repeats == 2).all()
     written = pd.read_csv(tmp_path / "b.csv", comment="#")
-    assert list(written.step) == ["separate_downsampling"] * 2
+    assert list(written.step) == ["baseline", "separate_downsampling"] * 2
     assert (tmp_path / "b.csv").read_text().startswith("# command:")
 
 
