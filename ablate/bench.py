@@ -67,6 +67,11 @@ class BenchConfig:
             check_value(getattr(self, key) >= 1, key, getattr(self, key), "a positive integer", prefix="bench",
                         error=ConfigError)
 
+    @property
+    def ours_channels_last(self) -> bool:
+        """Ours runs NHWC, its default, unless channels_last=false puts both models in NCHW."""
+        return self.channels_last is not False
+
 
 # ------------------------------------------------------------------------------------------ configs
 def _argv_overrides(argv: list[str]) -> list[str]:
@@ -89,7 +94,7 @@ def bench_config(cfg) -> BenchConfig:
 def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
     """Ours and, with compare=timm, the timm reference of this step (the endpoints have one) at the same width."""
     net = net_config(cfg).replace(num_classes=bench.num_classes)
-    models = {"ours": build_net(net, channels_last=bench.channels_last is not False)}
+    models = {"ours": build_net(net, channels_last=bench.ours_channels_last)}
     name = cfg.regime.timm.get(cfg.step.name)
     if bench.compare == "timm" and name is not None:
         if net.width_multiplier != 1.0:
@@ -168,7 +173,7 @@ def measure(models: dict, bench: BenchConfig, device: torch.device, mode: str) -
     per-model images/s of every block, the batch it ran and its peak memory (CUDA: its own, above what the
     other models held)."""
     runners, memory = {}, {}
-    for key, model in models.items():
+    for model in models.values():
         model.to("cpu")  # on the device only while its own runner is made: its memory is counted once
     for key, model in models.items():
         if device.type == "cuda":
@@ -202,7 +207,7 @@ def _row(cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict)
     ours = result["speeds"][step, "ours"]
     row = {"regime": cfg.regime.name, "step": step, "step_index": cfg.step.index, "adopted": cfg.step.adopted,
            "mode": mode, "device": describe_device(device), "precision": bench.precision,
-           "channels_last": bench.channels_last is not False, "compile": bench.compile,
+           "channels_last": bench.ours_channels_last, "compile": bench.compile,
            "image_size": bench.image_size, "batch_size": result["batch"][step, "ours"],
            "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats, "iters": bench.iters,
            "img_s": statistics.median(ours), "img_s_min": min(ours), "img_s_max": max(ours),
