@@ -12,22 +12,24 @@ from stages import NetConfigError
 
 from .config import ConfigError, run_config
 from .data import DataError
-from .train import RunDirConflict, TrainingFailed, train
+from .rundir import RunDirConflict
+from .train import TrainingFailed, one_line, train
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
+    sweep = hc.mode == RunMode.MULTIRUN
     try:
         run = run_config(cfg)  # every key validated before any work
         return train(run, hc.runtime.output_dir)
     except (ConfigError, NetConfigError, DataError, RunDirConflict) as e:
-        if hc.mode == RunMode.MULTIRUN:
-            print(f"error in {hc.runtime.output_dir}: {e}", file=sys.stderr)
+        if sweep and not isinstance(e, ConfigError):
+            print(f"error in {hc.runtime.output_dir}: {one_line(e)}", file=sys.stderr)
             return None  # the sweep goes on; the report lists this job as missing
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {one_line(e)}")  # a bad value of the command is bad for every job: stop now
     except TrainingFailed as e:
-        if hc.mode == RunMode.MULTIRUN:
+        if sweep:
             print(f"run failed in {hc.runtime.output_dir}: {e}", file=sys.stderr)
             return None  # recorded as failed in its result.json
         sys.exit(f"run failed: {e}")

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-from stages import Net, build_net
+from stages import Net, NetConfig, build_net
 
 from .config import compose_config, net_config, step_overrides
 from .io import atomic_write_text
@@ -26,13 +26,18 @@ PAPER_NET = ["net.num_classes=1000", "net.width_multiplier=1.0"]  # ImageNet hea
 
 
 def count(net: Net, image_size: int = 224) -> dict:
-    """params, paper-convention GFLOPs and fvcore's default GFLOPs of one network (batch 1)."""
+    """params, paper-convention GFLOPs and fvcore's default GFLOPs of one network (batch 1), traced in eval
+    mode; the net's train/eval mode is left as it was."""
     x = torch.zeros(1, net.cfg.in_chans, image_size, image_size)
-    with warnings.catch_warnings():  # fvcore warns about every op it does not count
-        warnings.simplefilter("ignore")
-        flops = FlopCountAnalysis(net.eval(), x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        by_op = flops.by_operator()
-        total = flops.total()
+    was_training = net.training
+    try:
+        with warnings.catch_warnings():  # fvcore warns about every op it does not count
+            warnings.simplefilter("ignore")
+            flops = FlopCountAnalysis(net.eval(), x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            by_op = flops.by_operator()
+            total = flops.total()
+    finally:
+        net.train(was_training)
     macs = sum(v for k, v in by_op.items() if k in PAPER_OPS)
     return {
         "params": sum(p.numel() for p in net.parameters()),
@@ -40,6 +45,16 @@ def count(net: Net, image_size: int = 224) -> dict:
         "gflops": macs / 1e9,
         "fvcore_gflops": total / 1e9,
     }
+
+
+def run_complexity(cfg: NetConfig, image_size: int) -> dict:
+    """What a run records: the trained net's params and GFLOPs at its input size, and GFLOPs in the paper's
+    convention (the same net, at its width, with an ImageNet head at 224x224)."""
+    with torch.device("cpu"):
+        trained = count(build_net(cfg), image_size)
+        paper = count(build_net(cfg.replace(num_classes=1000)), 224)
+    return {"params": trained["params"], "gflops": paper["gflops"], "fvcore_gflops": paper["fvcore_gflops"],
+            "gflops_at_input": trained["gflops"]}
 
 
 def complexity_table(regime: str = "r50", overrides: list[str] = ()) -> pd.DataFrame:

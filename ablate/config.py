@@ -4,17 +4,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from stages import NetConfig
-from stages.config import check_choices, check_value, typed_from_dict
+from stages import NetConfig, Validated
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -23,13 +23,38 @@ class ConfigError(ValueError):
     """A run config value is not allowed."""
 
 
-def _require(ok: bool, prefix: str, key: str, value, allowed: str) -> None:
-    check_value(ok, key, value, allowed, prefix=prefix, error=ConfigError)
+# the top-level keys of a run config; anything else came from a misspelt `+key=` and is refused
+RUN_KEYS = ("step", "regime", "seed", "net", "recipe", "budget", "data", "train", "eval")
+# what is not part of a run's identity: how it runs (train) and what is measured after it (eval)
+NOT_IDENTITY = ("train", "eval", "hydra")
+PLUS_GROUPS = ("step", "undo", "only", "experiment", "sweep", "launcher")
+
+
+def _timm_auto_augment_ok(policy: str) -> bool:
+    """Whether timm can build this auto-augment policy string (as create_transform would)."""
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+    build = {"rand": rand_augment_transform, "augmix": augment_and_mix_transform}.get(policy.split("-")[0],
+                                                                                    auto_augment_transform)
+    try:
+        build(policy, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except Exception:  # timm asserts or raises on an unknown policy or op
+        return False
+    return True
+
+
+class RunConfigPart(Validated):
+    """A group of the run config: its errors are ConfigErrors."""
+    ERROR: ClassVar[type[Exception]] = ConfigError
+
+
+def _finite_positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
 
 
 @dataclass(frozen=True)
-class RecipeConfig:
+class RecipeConfig(RunConfigPart):
     """A training recipe (conf/recipe/): optimisation, schedule, augmentation and regularisation."""
+    PREFIX: ClassVar[str] = "recipe"
     name: str
     epochs: float                       # schedule length the recipe was designed for
     batch_size: int                     # the global batch its lr refers to
@@ -57,18 +82,26 @@ class RecipeConfig:
     drop_path_rate: float
     layer_scale_init: float | None
 
-    def __post_init__(self):
-        check_choices(self, "recipe", ConfigError)
-        object.__setattr__(self, "betas", tuple(self.betas))
-        for key in ("lr", "epochs", "batch_size"):
-            _require(getattr(self, key) > 0, "recipe", key, getattr(self, key), "a positive number")
-        _require(self.ema_decay is None or 0 < self.ema_decay < 1, "recipe", "ema_decay", self.ema_decay,
-                 "null (off) or a decay in (0, 1) such as 0.9999")
+    def check(self) -> None:
+        for key in ("lr", "epochs", "batch_size", "lr_step_epochs"):
+            self.require(_finite_positive(getattr(self, key)), key, "a positive number")
+        for key in ("momentum", "lr_step_gamma"):
+            self.require(0 <= getattr(self, key) <= 1, key, "a number in [0, 1]")
+        self.require(all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)")
+        for key in ("weight_decay", "warmup_epochs", "min_lr", "color_jitter", "mixup", "cutmix"):
+            self.require(math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, key, "a number >= 0")
+        for key in ("random_erasing", "label_smoothing"):
+            self.require(0 <= getattr(self, key) < 1, key, "a probability in [0, 1)")
+        self.require(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay",
+                     "null (off) or a decay in (0, 1) such as 0.9999")
+        self.require(self.auto_augment is None or _timm_auto_augment_ok(self.auto_augment), "auto_augment",
+                     "null or a timm policy such as rand-m9-mstd0.5-inc1 (rand-*, augmix-*, original, v0)")
 
 
 @dataclass(frozen=True)
-class BudgetConfig:
+class BudgetConfig(RunConfigPart):
     """How much training (conf/budget/): the recipe's schedule is stretched or shrunk to `epochs`."""
+    PREFIX: ClassVar[str] = "budget"
     name: str
     epochs: float
     batch_size: int                     # global effective batch (all processes x accumulation steps)
@@ -80,16 +113,18 @@ class BudgetConfig:
     # than the recipe's; like timm's ResNet-strikes-back A3 vs A1, augmentation shrinks with the schedule
     width_multiplier: float = 1.0       # read by net.width_multiplier (CPU proxies shrink the nets)
 
-    def __post_init__(self):
-        check_choices(self, "budget", ConfigError)
-        _require(self.epochs > 0, "budget", "epochs", self.epochs, "a positive number")
-        _require(self.batch_size >= 1, "budget", "batch_size", self.batch_size, "a positive integer")
-        _require(self.accum_steps >= 1, "budget", "accum_steps", self.accum_steps, "a positive integer")
+    def check(self) -> None:
+        self.require(_finite_positive(self.epochs), "epochs", "a positive number")
+        self.require(self.batch_size >= 1, "batch_size", "a positive integer")
+        self.require(self.accum_steps >= 1, "accum_steps", "a positive integer")
+        self.require(_finite_positive(self.lr_multiplier), "lr_multiplier", "a positive number")
+        self.require(_finite_positive(self.width_multiplier), "width_multiplier", "a positive number")
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """What to train on (conf/data/)."""
+class DataConfig(RunConfigPart):
+    """What to train on (conf/data/). How to load it (worker processes) is train.workers."""
+    PREFIX: ClassVar[str] = "data"
     name: str
     kind: Literal["synthetic", "folder"]
     image_size: int
@@ -97,30 +132,41 @@ class DataConfig:
     root: str | None = None             # folder: holds train/<class>/*, val/<class>/*
     train_size: int = 0                 # synthetic: images per split
     val_size: int = 0
-    train_subset: int | None = None     # folder: a fixed random subset of this many images (null = all)
+    train_subset: int | None = None     # a fixed random subset of this many images (null = all)
     val_subset: int | None = None
     in_memory: bool = False             # decode every image once, keep uint8 arrays in RAM
+    pipeline: Literal["auto", "batched", "per_sample"] = "auto"
+    # batched: crop + flip on whole uint8 batches with tensor ops (in-memory data, light augmentation);
+    # per_sample: timm transforms on one PIL image at a time; auto: batched wherever it can serve
+    verify: bool = False                # open every streamed image at start-up, so a bad file fails now
     crop_scale: tuple[float, float] = (0.08, 1.0)
     eval_crop_pct: float = 0.875
     seed: int = 0                       # fixes the synthetic images and the subsets, not the run
-    workers: int = 0                    # DataLoader worker processes
 
-    def __post_init__(self):
-        check_choices(self, "data", ConfigError)
-        object.__setattr__(self, "crop_scale", tuple(self.crop_scale))
+    def check(self) -> None:
         if self.kind == "folder":
-            _require(bool(self.root), "data", "root", self.root, "the path of an ImageFolder root (train/, val/)")
+            self.require(bool(self.root), "root", "the path of an ImageFolder root (train/, val/)")
             root = Path(self.root).expanduser()
-            _require(root.is_dir(), "data", "root", self.root, f"an existing folder ({root.resolve()} does not exist)")
+            if not root.is_dir():
+                what = "is a file" if root.exists() else "does not exist"
+                raise ConfigError(f"data.root={self.root!r} is not allowed; expected an ImageFolder root folder "
+                                  f"with train/ and val/ ({root.resolve()} {what})")
         else:
-            _require(self.train_size >= 1 and self.val_size >= 1, "data", "train_size", self.train_size,
-                     "train_size and val_size >= 1 for synthetic data")
-        _require(self.image_size >= 1, "data", "image_size", self.image_size, "a positive integer")
+            self.require(self.train_size >= 1, "train_size", "a positive integer for synthetic data")
+            self.require(self.val_size >= 1, "val_size", "a positive integer for synthetic data")
+        self.require(self.image_size >= 1, "image_size", "a positive integer")
+        self.require(self.num_classes >= 2, "num_classes", "an integer >= 2")
+        for key in ("train_subset", "val_subset"):
+            self.require(getattr(self, key) is None or getattr(self, key) >= 1, key, "null (all) or a positive integer")
+        lo, hi = self.crop_scale
+        self.require(0 < lo <= hi <= 1, "crop_scale", "[min, max] with 0 < min <= max <= 1")
+        self.require(0 < self.eval_crop_pct <= 1, "eval_crop_pct", "a fraction in (0, 1]")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfigPart):
     """How to run (conf/config.yaml `train:`); none of it is part of a run's identity."""
+    PREFIX: ClassVar[str] = "train"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = True          # the net's activation layout (NHWC); outputs agree to rounding
@@ -128,7 +174,31 @@ class TrainConfig:
     sync_bn: bool = False               # SyncBatchNorm across processes (CUDA only)
     overwrite: bool = False             # retrain even if this directory holds a finished or different run
     threads: int | None = None          # torch CPU threads (null = torch's default)
+    workers: int | None = None          # DataLoader processes (null: 0 for in-memory data, else up to 8)
+    allow_setting_change: bool = False  # resume a run under another precision or layout (recorded per segment)
     kill_after_epoch: int | None = None  # testing hook: SIGKILL the process after this epoch's checkpoint
+
+    def check(self) -> None:
+        for key in ("threads", "kill_after_epoch"):
+            self.require(getattr(self, key) is None or getattr(self, key) >= 1, key, "null or a positive integer")
+        self.require(self.workers is None or self.workers >= 0, "workers", "null (auto) or an integer >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig(RunConfigPart):
+    """What is measured on a trained net besides clean val accuracy (conf/config.yaml `eval:`); not part of
+    a run's identity, so it can be added to finished runs (python -m ablate.robustness)."""
+    PREFIX: ClassVar[str] = "eval"
+    corruptions: str | None = None      # null: none; cifar10c: every corruption of ablate/corruptions.py
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    subset: int = 2000                  # val images corrupted: a fixed subset, the same for every run
+    batch_size: int = 500
+
+    def check(self) -> None:
+        self.require(bool(self.severities) and all(1 <= s <= 5 for s in self.severities), "severities",
+                     "a list of severities in 1..5")
+        self.require(self.subset >= 1, "subset", "a positive integer")
+        self.require(self.batch_size >= 1, "batch_size", "a positive integer")
 
 
 @dataclass(frozen=True)
@@ -141,6 +211,7 @@ class RunConfig:
     budget: BudgetConfig
     data: DataConfig
     train: TrainConfig
+    eval: EvalConfig
     raw: dict                           # the whole resolved config, for the record
 
     @property
@@ -178,12 +249,30 @@ class RunConfig:
 
 
 def identity(raw: dict) -> dict:
-    """What makes two runs the same run: the resolved config but the `train` (how-to-run) group."""
-    return {k: v for k, v in raw.items() if k not in ("train", "hydra")}
+    """What makes two runs the same run: the resolved config but how it runs (`train`) and what is measured
+    on it afterwards (`eval`)."""
+    return {k: v for k, v in raw.items() if k not in NOT_IDENTITY}
 
 
 def identity_hash(raw: dict) -> str:
     return hashlib.sha256(json.dumps(identity(raw), sort_keys=True).encode()).hexdigest()[:16]
+
+
+MAX_DIRNAME = 120  # bytes of one run directory's name; file systems allow 255
+
+
+def run_dirname(override_dirname: str) -> str:
+    """A run directory's name from Hydra's override_dirname: one path component (a `/` in a value is written
+    %2F, so `data.root=../x` cannot reach outside outputs/), and past MAX_DIRNAME bytes its head plus a hash
+    of the whole, so long override lists still name unique, creatable directories."""
+    name = override_dirname.replace("%", "%25").replace("/", "%2F")
+    if len(name.encode()) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name.encode()[:MAX_DIRNAME - 17].decode(errors="ignore") + "~" + digest
+
+
+OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
 
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:
@@ -194,9 +283,15 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
 
 def expand_sweep(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
     """Every job's overrides, as Hydra's basic sweeper expands a multirun: the sweep config's
-    `hydra.sweeper.params` first, then the command line (which wins on a shared key)."""
+    `hydra.sweeper.params` first, then the command line (which wins on a shared key); the cartesian product
+    in the basic sweeper's order (the first key varies slowest)."""
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides([*params, *overrides]), None)[0]
+    by_key: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides([*params, *overrides]):
+        key = o.get_key_element()
+        by_key[key] = [f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() \
+            else [o.input_line]
+    return [list(job) for job in itertools.product(*by_key.values())]
 
 
 def step_overrides(step: str, regime: str = "r50", extra: list[str] = ()) -> list[str]:
@@ -209,15 +304,26 @@ def net_config(cfg: DictConfig) -> NetConfig:
 
 def run_config(cfg: DictConfig) -> RunConfig:
     """Validates a whole composed config; raises NetConfigError/ConfigError naming the bad key."""
-    raw = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key} has no value; set {e.full_key}=VALUE (e.g. data=folder needs "
+                          "data.root=PATH and data.num_classes=N)") from None
     raw.pop("hydra", None)
+    unknown = sorted(set(raw) - set(RUN_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)} (a misspelt +KEY=?); allowed: "
+                          f"{', '.join(f'+{g}=' for g in PLUS_GROUPS)} and the keys {', '.join(RUN_KEYS)}")
+    if isinstance(raw.get("seed"), bool) or not isinstance(raw.get("seed"), int) or raw["seed"] < 0:
+        raise ConfigError(f"seed={raw.get('seed')!r} is not allowed; expected an integer >= 0")
     run = RunConfig(
         step=raw["step"], regime=raw["regime"]["name"], seed=raw["seed"],
         net=net_config(cfg),
-        recipe=typed_from_dict(RecipeConfig, raw["recipe"], "recipe", ConfigError),
-        budget=typed_from_dict(BudgetConfig, raw["budget"], "budget", ConfigError),
-        data=typed_from_dict(DataConfig, raw["data"], "data", ConfigError),
-        train=typed_from_dict(TrainConfig, raw["train"], "train", ConfigError),
+        recipe=RecipeConfig.from_dict(raw["recipe"]),
+        budget=BudgetConfig.from_dict(raw["budget"]),
+        data=DataConfig.from_dict(raw["data"]),
+        train=TrainConfig.from_dict(raw["train"]),
+        eval=EvalConfig.from_dict(raw["eval"]),
         raw=raw)
     run.net.check_input_size(run.data.image_size, key="data.image_size")
     if run.net.num_classes != run.data.num_classes:

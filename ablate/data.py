@@ -1,22 +1,31 @@
 """Data: an embedded procedural dataset, and any ImageFolder root, streamed or decoded into memory.
 
-Augmentations are timm's (`create_transform`: random-resized crop, flip, RandAugment, random erasing) and are
-seeded per (seed, epoch, sample), so a run's data are the same whatever the worker count, the number of
-processes or an interruption.
+Two pipelines draw the same augmentations, seeded per (seed, epoch, sample), so a run's data are the same
+whatever the worker count, the number of processes or an interruption:
+- per_sample: timm's `create_transform` (random-resized crop, flip, RandAugment, random erasing) on one PIL image
+  at a time, for streamed folders and the full recipe;
+- batched: images held as one uint8 tensor, and random-resized crop + flip (the light augmentation) applied to
+  whole batches with tensor ops, as the fast CIFAR trainers do (airbench, hlb-CIFAR10). Same crop distribution
+  as torchvision's RandomResizedCrop (integer boxes, 10 tries, centre-crop fallback).
 """
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from timm.data import create_transform
-from torch.utils.data import Dataset
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
+
+from .distributed import World
+from .seeding import derive_seed, generator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -71,15 +80,34 @@ def synthetic_images(n: int, size: int, num_classes: int, seed: int) -> tuple[np
 
 
 def scan_image_folder(split_dir: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    """(path, class index) of every image under split_dir/<class>/, classes sorted as torchvision does."""
+    """(path, class index) of every image under split_dir/<class>/, classes sorted as torchvision does.
+
+    Refused, naming the folder: a hidden class folder (`.ipynb_checkpoints/`), a class with no image, and any
+    image reached twice (a class folder that links back into the split would relabel every image under it)."""
     if not split_dir.is_dir():
         raise DataError(f"data folder {split_dir} does not exist; an ImageFolder root needs train/ and val/ "
                         "with one sub-folder per class")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
-    samples = [(p, i) for i, c in enumerate(classes) for p in sorted((split_dir / c).rglob("*"))
-               if p.suffix.lower() in IMAGE_SUFFIXES]
+    class_dirs = sorted((d for d in split_dir.iterdir() if d.is_dir()), key=lambda d: d.name)
+    hidden = [d.name for d in class_dirs if d.name.startswith(".")]
+    if hidden:
+        raise DataError(f"data folder {split_dir} holds hidden folder(s) {', '.join(hidden)}: a class folder may "
+                        "not start with '.'; move them out of the split")
+    classes = [d.name for d in class_dirs]
+    samples, seen = [], {}
+    for i, d in enumerate(class_dirs):
+        files = [p for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        if not files:
+            raise DataError(f"class folder {d} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                            "remove it or add its images")
+        for p in files:
+            real = p.resolve()
+            if real in seen:
+                raise DataError(f"image {real} is reached twice, as {seen[real]} and as {p}: "
+                                "a class folder may not link to another or back into its split")
+            seen[real] = p
+            samples.append((p, i))
     if not samples:
-        raise DataError(f"data folder {split_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders")
+        raise DataError(f"data folder {split_dir} holds no class sub-folders with images")
     return samples, classes
 
 
@@ -112,7 +140,7 @@ class SeededTransform:
         self.transform, self.seed, self.epoch = transform, seed, 0
 
     def __call__(self, img: Image.Image, index: int) -> torch.Tensor:
-        s = hash((self.seed, self.epoch, index)) & 0xFFFFFFFF
+        s = derive_seed(self.seed, "augment", self.epoch, index)
         py, npy, pt = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(s), np.random.seed(s), torch.manual_seed(s)
         try:
@@ -122,7 +150,8 @@ class SeededTransform:
 
 
 class ImageDataset(Dataset):
-    """Images held decoded in memory (`images` array) or read from disk (`paths`), with labels."""
+    """Images held decoded in memory (`images` array) or read from disk (`paths`), with labels, transformed one
+    PIL image at a time."""
 
     def __init__(self, labels, transform: SeededTransform, images: np.ndarray | None = None, paths=None):
         self.labels, self.transform, self.images, self.paths = labels, transform, images, paths
@@ -138,11 +167,191 @@ class ImageDataset(Dataset):
         self.transform.epoch = epoch
 
 
+CROP_TRIES = 10  # torchvision RandomResizedCrop.get_params
+
+
+def random_resized_crop_boxes(u: np.ndarray, height: int, width: int, scale, ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+    """torchvision's RandomResizedCrop.get_params for many samples at once: (n, 4) integer boxes (top, left,
+    h, w). `u` (n, 4 * CROP_TRIES) holds uniform draws in [0, 1): area, log-ratio, top, left of each try."""
+    area_u, ratio_u, top_u, left_u = np.split(u, 4, axis=1)
+    target_area = height * width * (scale[0] + (scale[1] - scale[0]) * area_u)
+    log_r = np.log(ratio)
+    aspect = np.exp(log_r[0] + (log_r[1] - log_r[0]) * ratio_u)
+    w = np.rint(np.sqrt(target_area * aspect)).astype(np.int64)
+    h = np.rint(np.sqrt(target_area / aspect)).astype(np.int64)
+    ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    top = np.floor(top_u * (height - h + 1)).astype(np.int64)
+    left = np.floor(left_u * (width - w + 1)).astype(np.int64)
+    first = ok.argmax(1)
+    rows = np.arange(len(u))
+    boxes = np.stack([top[rows, first], left[rows, first], h[rows, first], w[rows, first]], 1)
+    # no try fits: torchvision's fallback, a centre crop at the aspect ratio clamped to `ratio`
+    in_ratio = width / height
+    fw, fh = width, height
+    if in_ratio < min(ratio):
+        fh = int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw = int(round(height * max(ratio)))
+    boxes[~ok.any(1)] = ((height - fh) // 2, (width - fw) // 2, fh, fw)
+    return boxes
+
+
+def _pil_filter(d: torch.Tensor, mode: str) -> torch.Tensor:
+    """PIL's resampling kernels: triangle (bilinear) and Keys cubic with a = -0.5 (bicubic)."""
+    d = d.abs()
+    if mode == "bilinear":
+        return (1 - d).clamp(min=0)
+    a = -0.5
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = (((d - 5) * d + 8) * d - 4) * a
+    return torch.where(d < 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def resample_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int, mode: str) -> torch.Tensor:
+    """(n, out_size, in_size) weights that resize each sample's span [start, start + length) of an axis to
+    out_size pixels as PIL's `crop(...).resize(...)` does: pixel-centre sampling, the kernel widened by the
+    scale when shrinking (antialias), and taps outside the span dropped with the weights renormalised."""
+    support = 1.0 if mode == "bilinear" else 2.0
+    scale = length.double() / out_size                                    # (n,)
+    filterscale = scale.clamp(min=1.0)
+    centre = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale[:, None]          # (n, out)
+    r = torch.arange(in_size, dtype=torch.float64) - start.double()[:, None]               # (n, in)
+    w = _pil_filter((r[:, None, :] + 0.5 - centre[:, :, None]) / filterscale[:, None, None], mode)
+    inside = (r >= 0) & (r < length.double()[:, None])
+    reach = (r[:, None, :] + 0.5 - centre[:, :, None]).abs() < support * filterscale[:, None, None]
+    w = w * (inside[:, None, :] & reach)
+    return (w / w.sum(-1, keepdim=True)).float()
+
+
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Each image's box (top, left, h, w) resized to size x size and flipped where `flip`, as torchvision's
+    resized_crop + hflip on a PIL image (two batched matrix products). images: (n, c, H, W) float in [0, 255]."""
+    _, _, height, width = images.shape
+    top, left, h, w = boxes.unbind(1)
+    rows = resample_matrix(top, h, height, size, mode)                     # (n, size, H)
+    cols = resample_matrix(left, w, width, size, mode)                     # (n, size, W)
+    cols = torch.where(flip[:, None, None], cols.flip(1), cols)
+    # PIL resizes horizontally, then vertically, clipping to the pixel range after each pass
+    x = (images @ cols.transpose(1, 2)[:, None]).clamp(0, 255)
+    return (rows[:, None] @ x).clamp(0, 255)
+
+
+class BatchedImages:
+    """A split held as one uint8 tensor (n, 3, H, W), augmented a whole batch at a time.
+
+    Training: random-resized crop + horizontal flip, drawn for every sample of an epoch at once from the
+    (seed, epoch) stream, so sample i of epoch e gets the same crop whatever the batch it falls in, the process
+    count or an interruption. Evaluation: resize the shorter side to image_size / eval_crop_pct, centre crop."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, data, interpolation: str, train: bool, seed: int):
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.size, self.scale, self.crop_pct = data.image_size, tuple(data.crop_scale), data.eval_crop_pct
+        self.mode, self.train, self.seed, self.epoch = interpolation, train, seed, 0
+        self.mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1) * 255
+        self._draws: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_draws(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(boxes, flips) of every sample for the current epoch."""
+        if self._draws is None or self._draws[0] != self.epoch:
+            u = generator(self.seed, "augment", self.epoch).random((len(self), 4 * CROP_TRIES + 1))
+            _, _, height, width = self.images.shape
+            boxes = random_resized_crop_boxes(u[:, :-1], height, width, self.scale)
+            self._draws = (self.epoch, torch.from_numpy(boxes), torch.from_numpy(u[:, -1] < 0.5))
+        return self._draws[1], self._draws[2]
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[index].float()
+        if self.train:
+            boxes, flips = self.epoch_draws()
+            x = crop_resize(x, boxes[index], flips[index], self.size, self.mode)
+        else:
+            x = self._resize_centre_crop(x)
+        return (x - self.mean) / self.std, self.labels[index]
+
+    def _resize_centre_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's eval transform: shorter side to image_size / eval_crop_pct, then the centre image_size."""
+        n, _, height, width = x.shape
+        short = math.floor(self.size / self.crop_pct)
+        if min(height, width) == short:
+            resized = x
+        else:
+            scale = short / min(height, width)
+            out_h, out_w = round(height * scale), round(width * scale)
+            zero = torch.zeros(n, dtype=torch.int64)
+            rows = resample_matrix(zero, torch.full((n,), height), height, out_h, self.mode)
+            cols = resample_matrix(zero, torch.full((n,), width), width, out_w, self.mode)
+            resized = (rows[:, None] @ (x @ cols.transpose(1, 2)[:, None]).clamp(0, 255)).clamp(0, 255)
+        top, left = (resized.shape[-2] - self.size) // 2, (resized.shape[-1] - self.size) // 2
+        return resized[..., top:top + self.size, left:left + self.size]
+
+
+class BatchedLoader:
+    """Yields (images, labels) batches of a BatchedImages split in the order of `indices` (a sampler)."""
+
+    def __init__(self, dataset: BatchedImages, indices, batch_size: int):
+        self.dataset, self.indices, self.batch_size = dataset, indices, batch_size
+
+    def __len__(self) -> int:
+        return len(self.indices) // self.batch_size
+
+    def __iter__(self):
+        order = torch.as_tensor(list(self.indices), dtype=torch.int64)
+        for start in range(0, len(order), self.batch_size):
+            yield self.dataset.batch(order[start:start + self.batch_size])
+
+
+# ------------------------------------------------------------------------------------------ data order
+class GlobalBatchSampler(Sampler):
+    """Each optimizer step takes the next `batch` samples of a (seed, epoch) permutation; every
+    accumulation step and process takes its own contiguous slice. One process with accumulation and
+    several processes therefore see exactly the same global batches. The last partial batch is dropped."""
+
+    def __init__(self, n: int, batch: int, accum: int, world: World, seed: int):
+        self.n, self.batch, self.accum, self.world, self.seed, self.epoch = n, batch, accum, world, seed, 0
+        self.micro = batch // (accum * world.size)
+
+    def __len__(self) -> int:  # samples this process yields per epoch
+        return self.n // self.batch * self.batch // self.world.size
+
+    def __iter__(self):
+        perm = generator(self.seed, "order", self.epoch).permutation(self.n).tolist()
+        for start in range(0, self.n // self.batch * self.batch, self.batch):
+            for a in range(self.accum):
+                chunk = start + a * self.micro * self.world.size + self.world.rank * self.micro
+                yield from perm[chunk:chunk + self.micro]
+
+
+def shard(n: int, world: World) -> list[int]:
+    return list(range(world.rank, n, world.size))
+
+
+def make_loader(dataset, indices, batch_size: int, workers: int, pin_memory: bool = False):
+    """Batches of `dataset` in the order of `indices` (a list or a sampler): tensor ops for a batched split,
+    a DataLoader with `workers` processes for a per-sample one."""
+    if isinstance(dataset, BatchedImages):
+        return BatchedLoader(dataset, indices, batch_size)
+    if isinstance(indices, Sampler):
+        return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
+                          pin_memory=pin_memory, drop_last=True)
+    return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, num_workers=workers,
+                      pin_memory=pin_memory)
+
+
+# --------------------------------------------------------------------------------------------- datasets
 @dataclass
 class Splits:
-    train: ImageDataset
-    val: ImageDataset
+    train: ImageDataset | BatchedImages
+    val: ImageDataset | BatchedImages
     classes: list[str]
+    pipeline: str                       # batched | per_sample, as resolved from data.pipeline
 
 
 def build_transforms(data, recipe, seed: int) -> tuple[SeededTransform, SeededTransform]:
@@ -155,6 +364,25 @@ def build_transforms(data, recipe, seed: int) -> tuple[SeededTransform, SeededTr
     return SeededTransform(train, seed), SeededTransform(val, seed)
 
 
+def batched_pipeline_blocker(data, recipe) -> str | None:
+    """Why the batched pipeline cannot serve this data and augmentation, or None if it can."""
+    if data.kind == "folder" and not data.in_memory:
+        return "the images are streamed from disk (data.in_memory=false)"
+    extras = [k for k in ("auto_augment", "random_erasing", "color_jitter") if getattr(recipe, k)]
+    if extras:
+        return f"the augmentation has {', '.join(extras)} (the batched pipeline does crop + flip only)"
+    return None
+
+
+def resolve_pipeline(data, recipe) -> str:
+    blocker = batched_pipeline_blocker(data, recipe)
+    if data.pipeline == "batched" and blocker:
+        raise DataError(f"data.pipeline=batched is not possible: {blocker}; use data.pipeline=auto or per_sample")
+    if data.pipeline == "auto":
+        return "per_sample" if blocker else "batched"
+    return data.pipeline
+
+
 def _subset(n: int, keep: int | None, seed: int) -> np.ndarray:
     """A fixed class-agnostic random subset of `keep` of `n` indices (all if keep is None)."""
     if keep is None or keep >= n:
@@ -163,29 +391,61 @@ def _subset(n: int, keep: int | None, seed: int) -> np.ndarray:
 
 
 def build_datasets(data, recipe, seed: int) -> Splits:
-    train_tf, val_tf = build_transforms(data, recipe, seed)
+    """The train and val splits of `data`, with `recipe`'s augmentation, in the pipeline data.pipeline picks."""
+    pipeline = resolve_pipeline(data, recipe)
     if data.kind == "synthetic":
         # the data seed is fixed (not the run seed): every run sees the same dataset
         xs, ys = synthetic_images(data.train_size + data.val_size, data.image_size, data.num_classes, data.seed)
-        t = slice(0, data.train_size)
-        v = slice(data.train_size, None)
+        train = _subset(data.train_size, data.train_subset, data.seed)
+        val = data.train_size + _subset(data.val_size, data.val_subset, data.seed)
+        arrays = {"train": (xs[train], ys[train]), "val": (xs[val], ys[val])}
         classes = synthetic_class_names(data.num_classes)
-        return Splits(ImageDataset(ys[t], train_tf, xs[t]), ImageDataset(ys[v], val_tf, xs[v]), classes)
+    else:
+        arrays, classes = _scan_folder_splits(data, decode=data.in_memory)
+    if pipeline == "batched":
+        splits = {k: BatchedImages(x, y, data, recipe.interpolation, train=k == "train", seed=seed)
+                  for k, (x, y) in arrays.items()}
+    else:
+        transforms = dict(zip(("train", "val"), build_transforms(data, recipe, seed)))
+        splits = {k: ImageDataset(y, transforms[k], images=x) if isinstance(x, np.ndarray)
+                  else ImageDataset(y, transforms[k], paths=x) for k, (x, y) in arrays.items()}
+    return Splits(splits["train"], splits["val"], classes, pipeline)
 
+
+def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
+    """{split: (decoded uint8 images or paths, labels)} of an ImageFolder root, and its classes."""
     root = Path(data.root).expanduser()
-    splits, classes = {}, None
-    for split, tf, keep in (("train", train_tf, data.train_subset), ("val", val_tf, data.val_subset)):
+    arrays, classes = {}, None
+    for split, keep in (("train", data.train_subset), ("val", data.val_subset)):
         samples, split_classes = scan_image_folder(root / split)
         if classes is not None and split_classes != classes:
             raise DataError(f"{root}/train and {root}/val have different class folders")
         classes = split_classes
         samples = [samples[i] for i in _subset(len(samples), keep, data.seed)]
-        if data.in_memory:
-            images, labels = decode_all(samples, f"decoding {root / split}")
-            splits[split] = ImageDataset(labels, tf, images=images)
+        if decode:
+            arrays[split] = decode_all(samples, f"decoding {root / split}")
         else:
-            splits[split] = ImageDataset(np.array([y for _, y in samples]), tf, paths=[p for p, _ in samples])
+            if data.verify:
+                verify_images(samples, f"checking {root / split}")
+            arrays[split] = ([p for p, _ in samples], np.array([y for _, y in samples], np.int64))
     if len(classes) != data.num_classes:
         raise DataError(f"data.num_classes={data.num_classes} but {root}/train has {len(classes)} class folders; "
                         f"set data.num_classes={len(classes)}")
-    return Splits(splits["train"], splits["val"], classes)
+    return arrays, classes
+
+
+def verify_images(samples: list[tuple[Path, int]], desc: str) -> None:
+    """Open every image once at start-up (data.verify=true), so that a bad file fails now, not mid-epoch."""
+    for path, _ in tqdm(samples, desc=desc, unit="img", mininterval=2, leave=False):
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def default_workers(data) -> int:
+    """DataLoader processes when train.workers is unset: none for in-memory data, else up to 8."""
+    if data.kind == "synthetic" or data.in_memory:
+        return 0
+    return min(8, os.cpu_count() or 1)

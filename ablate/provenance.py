@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import platform
 import shlex
 import subprocess
@@ -15,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("torch", "torchvision", "timm", "hydra-core", "fvcore", "pandas", "numpy")
 
 
+@functools.cache
 def git_revision() -> str:
     """The commit, with '-dirty' when tracked files outside results/ differ from it (a run that rewrites a
-    committed result, as reproducing one does, leaves the code it ran as committed)."""
+    committed result, as reproducing one does, leaves the code it ran as committed). Read once per process:
+    a sweep's later jobs run the code imported at its start, whatever the checkout holds by then."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()

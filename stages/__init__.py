@@ -2,5 +2,6 @@
 from .config import NetConfig, NetConfigError
 from .net import Net, build_net
 from .port import from_timm, to_timm
+from .validation import Validated
 
-__all__ = ["NetConfig", "NetConfigError", "Net", "build_net", "from_timm", "to_timm"]
+__all__ = ["NetConfig", "NetConfigError", "Net", "build_net", "from_timm", "to_timm", "Validated"]

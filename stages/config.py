@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, get_args, get_type_hints
+from typing import ClassVar, Literal
+
+from .validation import Validated
+
+
+MIN_WIDTH = 8  # channels; the paper's nets have 64 to 2048
 
 
 class NetConfigError(ValueError):
@@ -11,7 +16,10 @@ class NetConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class NetConfig:
+class NetConfig(Validated):
+    PREFIX: ClassVar[str] = "net"
+    ERROR: ClassVar[type[Exception]] = NetConfigError
+
     # --- macro design
     depths: tuple[int, ...] = (3, 4, 6, 3)      # blocks per stage (stage ratio)
     width: int = 64                              # stem channels and stage-1 base width; doubles every stage
@@ -43,24 +51,19 @@ class NetConfig:
     # conv: 1x1 Conv2d; linear: Linear on the NHWC view (timm ConvNeXt's layout); auto: conv, which oneDNN runs
     # faster than Linear on the CPU (results/bench/). Same params and outputs (to rounding) either way.
 
-    def __post_init__(self):
-        check_choices(self, "net")
-        object.__setattr__(self, "depths", tuple(self.depths))
-        check_value(len(self.depths) >= 1 and all(isinstance(d, int) and d >= 1 for d in self.depths),
-               "depths", self.depths, "a list of positive integers, e.g. [3, 3, 9, 3]")
+    def check(self) -> None:
+        self.require(len(self.depths) >= 1 and all(d >= 1 for d in self.depths), "depths",
+                     "a list of positive integers, e.g. [3, 3, 9, 3]")
         for name in ("width", "expansion", "num_classes", "in_chans"):
-            value = getattr(self, name)
-            check_value(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                   name, value, "a positive integer")
-        check_value(isinstance(self.kernel_size, int) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
-               "kernel_size", self.kernel_size, "an odd positive integer (3, 5, 7, 9, 11)")
-        check_value(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", self.drop_path_rate, "a rate in [0, 1)")
-        check_value(self.layer_scale_init is None or self.layer_scale_init > 0,
-               "layer_scale_init", self.layer_scale_init, "null (off) or a positive float such as 1e-6")
-        check_value(self.width_multiplier > 0 and min(self.stage_widths) >= 1,
-               "width_multiplier", self.width_multiplier, "a positive float that leaves every stage >= 1 channel")
-        for name in ("stem_act", "depthwise"):
-            check_value(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
+            self.require(getattr(self, name) >= 1, name, "a positive integer")
+        self.require(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size",
+                     "an odd positive integer (3, 5, 7, 9, 11)")
+        self.require(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", "a rate in [0, 1)")
+        self.require(self.layer_scale_init is None or self.layer_scale_init > 0, "layer_scale_init",
+                     "null (off) or a positive float such as 1e-6")
+        self.require(self.width_multiplier > 0 and min(self.stem_width, *self.stage_widths) >= MIN_WIDTH,
+                     "width_multiplier", f"a positive float that leaves the stem and every stage >= {MIN_WIDTH} "
+                     "channels")
 
     # --- derived quantities (the model as data)
     @property
@@ -96,43 +99,11 @@ class NetConfig:
     def replace(self, **changes) -> "NetConfig":
         return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "NetConfig":
-        """Builds from plain data (e.g. a resolved Hydra node); an unknown key is an error naming it."""
-        values = dict(values)
-        if "depths" in values:
-            values["depths"] = tuple(values["depths"])
-        return typed_from_dict(cls, values, "net", NetConfigError)
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["depths"] = list(self.depths)
         return d
 
 
-def check_choices(obj, prefix: str, error=NetConfigError) -> None:
-    """Every Literal-typed field of dataclass `obj` holds one of its allowed values."""
-    hints = get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value, allowed = getattr(obj, f.name), get_args(hints[f.name])
-        if allowed and all(isinstance(a, str) for a in allowed) and value not in allowed:
-            raise error(f"{prefix}.{f.name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
-
-def typed_from_dict(cls, values: dict, prefix: str, error=NetConfigError):
-    """cls(**values), where an unknown key is an error naming it and the allowed keys."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise error(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; "
-                    f"allowed keys: {', '.join(sorted(known))}")
-    return cls(**values)
-
-
 def _scaled(width: int, multiplier: float) -> int:
     return max(1, int(round(width * multiplier)))
-
-
-def check_value(ok: bool, key: str, value, allowed: str, prefix: str = "net", error=NetConfigError) -> None:
-    if not ok:
-        raise error(f"{prefix}.{key}={value!r} is not allowed; expected {allowed}")

@@ -1,0 +1,144 @@
+"""A run's directory: its files, the record's schema, the lock, checkpoints and resume (as pycls keeps
+`checkpoint.py`). Every file is written atomically by the one process that holds the directory's lock.
+
+  result.json     the record (RECORD_FIELDS): config, step, complexity, per-epoch metrics, final top-1/top-5,
+                  segments (one per process that trained it), provenance, status
+  metrics.jsonl   one line per finished epoch
+  last.pt         everything needed to resume (after every epoch)
+  best.pt         weights of the epoch with the best val top-1
+  model.safetensors (and model_ema.safetensors)  the final weights
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text, clean_partial_writes
+
+RESULT, LAST, BEST, METRICS, LOCK = "result.json", "last.pt", "best.pt", "metrics.jsonl", ".lock"
+WEIGHTS, WEIGHTS_EMA = "model.safetensors", "model_ema.safetensors"
+RUN_FILES = (RESULT, LAST, BEST, METRICS, WEIGHTS, WEIGHTS_EMA)
+
+# the record's schema: what report and every reader may rely on (optional ones may be absent in old records)
+RECORD_FIELDS = ("status", "reason", "step", "regime", "seed", "identity_hash", "identity", "config", "params",
+                 "gflops", "fvcore_gflops", "gflops_at_input", "lr", "augmentation", "pipeline", "epochs_planned",
+                 "updates_planned", "device", "world_size", "provenance", "classes", "train_images",
+                 "val_images", "epochs", "segments")
+FINISHED_FIELDS = ("final", "best_top1", "wall_time_s", "train_time_s", "train_throughput")
+OPTIONAL_FIELDS = ("robustness",)
+# train.* settings that change a run's numerics; a resume under other values is refused unless asked
+NUMERIC_SETTINGS = ("precision", "channels_last")
+
+
+class RunDirConflict(RuntimeError):
+    """The run directory holds a different run, or another process is using it; nothing is overwritten."""
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory for the life of a run (flock: released when the process dies)."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+        self.file = None
+
+    def __enter__(self) -> "RunDirLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise RunDirConflict(f"{self.path.parent} is in use by PID {holder}; wait for it or stop it") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        clean_partial_writes(self.path.parent)  # left by a process killed mid-write; only the holder may
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def read_record(path: Path) -> dict:
+    """A result.json as a dict; ValueError naming the file if it is not a record."""
+    record = json.loads(Path(path).read_text())
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds a JSON {type(record).__name__}, not a run record")
+    missing = [k for k in ("status", "config", "step", "identity_hash") if k not in record]
+    if missing:
+        raise ValueError(f"{path} lacks the record field(s) {', '.join(missing)}")
+    return record
+
+
+def check_run_dir(out: Path, identity_hash: str, identity: dict, overwrite: bool) -> dict | None:
+    """The finished record to reuse, or None to (re)start. Raises on a different run in the directory."""
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return None
+    result_path = out / RESULT
+    if not result_path.exists():
+        if (out / LAST).exists():
+            load_checkpoint(out, identity_hash, "cpu")  # names a damaged or foreign last.pt now
+        return None
+    try:
+        previous = read_record(result_path)
+    except (ValueError, OSError) as e:
+        raise RunDirConflict(f"{result_path} is not a readable run record ({e}); move it away or pass "
+                             "train.overwrite=true to replace the run") from e
+    if previous.get("identity_hash") != identity_hash:
+        diff = _diff(previous.get("identity", {}), identity)
+        raise RunDirConflict(f"{out} holds a different run (differs at: {', '.join(diff[:8]) or 'unknown'}); "
+                             "use another hydra.run.dir, or train.overwrite=true to replace it")
+    return previous if previous.get("status") == "finished" else None
+
+
+def _diff(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def load_checkpoint(out: Path, identity_hash: str, device) -> dict | None:
+    """last.pt of this run, or None if there is none; RunDirConflict if it is damaged or another run's."""
+    path = out / LAST
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises several types for a truncated or foreign file
+        raise RunDirConflict(f"{path} is damaged ({type(e).__name__}); move it away to restart the run, or "
+                             "pass train.overwrite=true") from e
+    if not isinstance(ckpt, dict) or ckpt.get("identity_hash") != identity_hash:
+        raise RunDirConflict(f"{path} belongs to a different run; use train.overwrite=true to replace it")
+    return ckpt
+
+
+def check_resume_settings(segments: list[dict], train: dict, allow_change: bool) -> None:
+    """Refuse to continue a run under another precision or layout unless train.allow_setting_change=true."""
+    if not segments or allow_change:
+        return
+    before = segments[-1]["train"]
+    changed = [f"train.{k}: {before.get(k)!r} -> {train.get(k)!r}" for k in NUMERIC_SETTINGS
+               if before.get(k) != train.get(k)]
+    if changed:
+        raise RunDirConflict(f"resuming would change {', '.join(changed)} mid-run; pass the earlier value(s), "
+                             "or train.allow_setting_change=true to continue and record both segments")
+
+
+def save_checkpoint(out: Path, state: dict, history_lines: list[dict], best: dict | None) -> None:
+    atomic_torch_save(out / LAST, state)
+    if best is not None:
+        atomic_torch_save(out / BEST, best)
+    atomic_write_text(out / METRICS, "".join(json.dumps(h) + "\n" for h in history_lines))
+
+
+def write_record(out: Path, record: dict) -> None:
+    atomic_write_json(out / RESULT, record)
