@@ -10,10 +10,11 @@ from omegaconf import DictConfig
 
 from stages import NetConfigError
 
+from .cli import one_line
 from .config import ConfigError, run_config
 from .data import DataError
 from .rundir import RunDirConflict
-from .train import TrainingFailed, one_line, train
+from .train import TrainingFailed, train
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -5,7 +5,7 @@ does: untimed warm-up, device synchronisation, channels_last and autocast option
 back-off on out-of-memory. All the steps of a sweep are measured in one process, alternating block by block,
 so drifts in machine speed hit every step alike. With compare=timm the endpoints' timm models (conf/regime:
 `timm`) join the rotation, and the ratio reported is the median over blocks of ours/timm. Writes a CSV with
-provenance (conf/bench.yaml lists the keys).
+provenance (`--help` lists the keys).
 """
 from __future__ import annotations
 
@@ -13,34 +13,32 @@ import datetime as dt
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pandas as pd
 import timm
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from torch import nn
 
-from stages import NetConfigError, build_net
-from stages.config import check_choices, check_value, typed_from_dict
+from stages import Validated, build_net
 
-from .config import CONF_DIR, ConfigError, expand_sweep, net_config
+from .cli import Command
+from .config import CONF_DIR, ConfigError, expand_sweep, net_config, run_config
 from .io import atomic_write_text
 from .provenance import csv_header, provenance
-from .train import describe_device, pick_device
-
-BENCH_KEYS = ("device", "precision", "channels_last", "compile", "image_size", "batch_size", "num_classes",
-              "modes", "warmup", "iters", "repeats", "compare", "threads", "out")
+from .device import autocast, describe_device, pick_device
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(Validated):
+    """The bench's own keys (python -m ablate.bench --help); the nets come from the run config's overrides."""
+    PREFIX: ClassVar[str] = ""
+    ERROR: ClassVar[type[Exception]] = ConfigError
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool | None = None  # None: each model's own layout (ours NHWC, timm's NCHW); else both
@@ -48,7 +46,9 @@ class BenchConfig:
     image_size: int = 224
     batch_size: int = 32
     num_classes: int = 1000
-    modes: tuple[str, ...] = ("infer", "train")
+    modes: tuple[Literal["infer", "train", "e2e"], ...] = ("infer", "train")
+    # e2e: the run's own training loop (its data pipeline, loss, optimizer, schedule) on its data, measured in
+    # the same rotation as `train` (the bare net), so the row's e2e_over_train is data + loop overhead
     warmup: int = 3
     iters: int = 10
     repeats: int = 5
@@ -56,16 +56,12 @@ class BenchConfig:
     threads: int | None = None
     out: str | None = None
 
-    def __post_init__(self):
-        check_choices(self, "bench", ConfigError)
-        object.__setattr__(self, "modes", tuple(self.modes))
-        check_value(self.channels_last in (None, True, False), "channels_last", self.channels_last,
-                    "null (each model's own layout), true or false (both models)", prefix="bench", error=ConfigError)
-        check_value(bool(self.modes) and set(self.modes) <= {"infer", "train"}, "modes", list(self.modes),
-                    "a list of infer, train", prefix="bench", error=ConfigError)
-        for key in ("image_size", "batch_size", "iters", "repeats"):
-            check_value(getattr(self, key) >= 1, key, getattr(self, key), "a positive integer", prefix="bench",
-                        error=ConfigError)
+    def check(self) -> None:
+        self.require(bool(self.modes), "modes", "a non-empty list of infer, train")
+        for key in ("image_size", "batch_size", "num_classes", "iters", "repeats"):
+            self.require(getattr(self, key) >= 1, key, "a positive integer")
+        self.require(self.warmup >= 0, "warmup", "an integer >= 0")
+        self.require(self.threads is None or self.threads >= 1, "threads", "null or a positive integer")
 
     @property
     def ours_channels_last(self) -> bool:
@@ -74,21 +70,13 @@ class BenchConfig:
 
 
 # ------------------------------------------------------------------------------------------ configs
-def _argv_overrides(argv: list[str]) -> list[str]:
-    """Short forms: `compare=timm` means `bench.compare=timm` for every bench key."""
-    return [f"bench.{a}" if a.split("=", 1)[0] in BENCH_KEYS else a for a in argv]
-
-
 def compose_bench(overrides: list[str]) -> list:
-    """One composed config per step: a +sweep=NAME expands to its jobs, as Hydra's basic sweeper would."""
+    """One composed config per step (conf/bench.yaml: the paper's widths): a +sweep=NAME expands to its jobs,
+    as Hydra's basic sweeper would."""
     fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         jobs = expand_sweep(compose("bench", overrides=fixed, return_hydra_config=True).hydra, overrides)
         return [compose("bench", overrides=job) for job in jobs]
-
-
-def bench_config(cfg) -> BenchConfig:
-    return typed_from_dict(BenchConfig, OmegaConf.to_container(cfg.bench, resolve=True), "bench", ConfigError)
 
 
 def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
@@ -118,15 +106,14 @@ class Runner:
         self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, bench.num_classes, (batch,), device=device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-6) if mode == "train" else None
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if bench.precision == "bf16"
-                                        else torch.float16) if bench.precision != "fp32" else nullcontext())
+        self.precision = bench.precision
 
     def step(self) -> None:
         if self.mode == "infer":
-            with torch.inference_mode(), self.autocast:
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 self.fn(self.x)
             return
-        with self.autocast:
+        with autocast(self.device, self.precision):
             loss = nn.functional.cross_entropy(self.fn(self.x).float(), self.y)
         loss.backward()
         self.opt.step()
@@ -148,17 +135,44 @@ class Runner:
         return self.bench.iters * self.batch / (time.perf_counter() - start)
 
 
+class EndToEndRunner(Runner):
+    """The run's own training step (ablate.train.train_step) fed by its own data loader, at the bench's batch."""
+
+    def __init__(self, cfg, bench: BenchConfig, device: torch.device, batch: int):
+        from .distributed import World
+        from .train import TrainingState, build_training
+        run = run_config(cfg)
+        self.bench, self.device, self.mode, self.batch = bench, device, "e2e", batch
+        self.training = build_training(run, device, World(), batch)
+        self.state = TrainingState()
+        self.epoch = 0
+        self.batches = self._batches()
+
+    def _batches(self):
+        while True:  # epoch after epoch, as training reads them
+            self.training.data.train.set_epoch(self.epoch)
+            self.training.sampler.epoch = self.epoch
+            yield from self.training.loader
+            self.epoch += 1
+
+    def step(self) -> None:
+        from .train import train_step
+        self.training.model.train()
+        x, y = next(self.batches)
+        train_step(self.training, self.state, x, y, last_micro=True)
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e)
 
 
-def make_runner(model, mode, bench, device) -> Runner:
+def make_runner(model, mode, bench, device, cfg=None) -> Runner:
     """A runner at the largest batch <= bench.batch_size that fits (halving on out-of-memory, as timm's
     benchmark decays the batch), after its first warm-up (compilation happens there)."""
     batch = bench.batch_size
     while True:
         try:
-            runner = Runner(model, mode, bench, device, batch)
+            runner = EndToEndRunner(cfg, bench, device, batch) if mode == "e2e" else Runner(model, mode, bench, device, batch)
             runner.block(bench.warmup)
             return runner
         except (RuntimeError, torch.OutOfMemoryError) as e:
@@ -168,10 +182,10 @@ def make_runner(model, mode, bench, device) -> Runner:
             torch.cuda.empty_cache()
 
 
-def measure(models: dict, bench: BenchConfig, device: torch.device, mode: str) -> dict:
-    """Alternates all the models block by block, so a drift in machine speed hits every one alike; returns
-    per-model images/s of every block, the batch it ran and its peak memory (CUDA: its own, above what the
-    other models held)."""
+def measure(models: dict, bench: BenchConfig, device: torch.device, modes: dict, configs: dict) -> dict:
+    """Alternates all the (model, mode) pairs block by block, so a drift in machine speed hits every one alike;
+    returns per-pair images/s of every block, the batch it ran and its peak memory (CUDA: its own, above what
+    the other models held). modes: {key: mode} for each key of models."""
     runners, memory = {}, {}
     for model in models.values():
         model.to("cpu")  # on the device only while its own runner is made: its memory is counted once
@@ -179,7 +193,7 @@ def measure(models: dict, bench: BenchConfig, device: torch.device, mode: str) -
         if device.type == "cuda":
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-        runners[key] = make_runner(model, mode, bench, device)
+        runners[key] = make_runner(model, modes[key], bench, device, configs.get(key))
         memory[key] = ((torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda"
                        else float("nan"))
     speeds = {key: [] for key in models}
@@ -190,15 +204,28 @@ def measure(models: dict, bench: BenchConfig, device: torch.device, mode: str) -
 
 
 def bench_rows(configs: list, bench: BenchConfig, device: torch.device) -> list[dict]:
-    """Every step's net (and its timm reference, if compared) measured together, one mode at a time."""
+    """Every step's net (and its timm reference, if compared) measured together, one mode at a time; e2e in
+    the same rotation as train (ours only), so their ratio compares like with like."""
     models = {(cfg.step.name, name): model for cfg in configs for name, model in build_models(cfg, bench).items()}
+    rotations = [[m] for m in bench.modes if m not in ("train", "e2e")]
+    rotations += [[m for m in ("train", "e2e") if m in bench.modes]] if {"train", "e2e"} & set(bench.modes) else []
     rows = []
-    for mode in bench.modes:
+    for modes in rotations:
         torch.manual_seed(0)
-        result = measure(models, bench, device, mode)
-        for cfg in configs:
-            rows.append(_row(cfg, bench, device, mode, result))
-            print(_line(rows[-1]), flush=True)
+        keyed = {(*key, mode): model for mode in modes for key, model in models.items()
+                 if mode != "e2e" or key[1] == "ours"}
+        result = measure(keyed, bench, device, {k: k[2] for k in keyed},
+                         {(cfg.step.name, "ours", "e2e"): cfg for cfg in configs})
+        for mode in modes:
+            per_mode = {k: {key[:2]: v for key, v in d.items() if key[2] == mode} for k, d in result.items()}
+            for cfg in configs:
+                rows.append(_row(cfg, bench, device, mode, per_mode))
+                if mode == "e2e":
+                    train_speeds = result["speeds"][cfg.step.name, "ours", "train"]
+                    ratios = [a / b for a, b in zip(per_mode["speeds"][cfg.step.name, "ours"], train_speeds)]
+                    rows[-1].update(e2e_over_train=statistics.median(ratios), e2e_over_train_min=min(ratios),
+                                    e2e_over_train_max=max(ratios))
+                print(_line(rows[-1]), flush=True)
     return rows
 
 
@@ -224,15 +251,18 @@ def _row(cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict)
 def _line(row: dict) -> str:
     text = (f"{row['step']:>22} {row['mode']:>5} {row['image_size']}px b{row['batch_size']}: "
             f"{row['img_s']:8.1f} img/s")
+    if "e2e_over_train" in row:
+        text += f" | e2e/bare {row['e2e_over_train']:.3f} [{row['e2e_over_train_min']:.3f}, {row['e2e_over_train_max']:.3f}]"
     if "ratio" in row:
         text += f" | {row['timm_model']} {row['timm_img_s']:8.1f} img/s | ours/timm {row['ratio']:.3f} " \
                 f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]"
     return text
 
 
-def run(argv: list[str]) -> pd.DataFrame:
-    configs = compose_bench(_argv_overrides(argv))
-    bench = bench_config(configs[0])
+def run(bench: BenchConfig, overrides: list[str]) -> pd.DataFrame:
+    configs = compose_bench(overrides)
+    for cfg in configs:  # the sizes training accepts, and no other
+        net_config(cfg).check_input_size(bench.image_size, key="image_size")
     if bench.compare == "timm" and not any(cfg.step.name in cfg.regime.timm for cfg in configs):
         raise ConfigError(f"compare=timm: no step here ({', '.join(c.step.name for c in configs)}) has a timm "
                           f"model; steps with one: "
@@ -240,7 +270,7 @@ def run(argv: list[str]) -> pd.DataFrame:
     threads = torch.get_num_threads()
     torch.set_num_threads(bench.threads or threads)
     try:
-        device = pick_device(bench.device, key="bench.device")
+        device = pick_device(bench.device, key="device")
         rows = bench_rows(configs, bench, device)
     finally:
         torch.set_num_threads(threads)
@@ -251,13 +281,15 @@ def run(argv: list[str]) -> pd.DataFrame:
     return table
 
 
+COMMAND = Command(
+    "python -m ablate.bench", "Inference and training images/s (and CUDA peak memory) of each step's network, "
+    "optionally beside timm's endpoint models, interleaved in one process.", BenchConfig, overrides=True,
+    examples=("python -m ablate.bench +step=baseline,separate_downsampling compare=timm batch_size=16",
+              "python -m ablate.bench +sweep=roadmap image_size=32 batch_size=128 budget.width_multiplier=0.25"))
+
+
 def main(argv: list[str]) -> int:
-    try:
-        run(argv)
-    except (ConfigError, NetConfigError, HydraException) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return COMMAND.main(argv, run)
 
 
 if __name__ == "__main__":

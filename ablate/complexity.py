@@ -1,6 +1,6 @@
 """Params and FLOPs of every roadmap step, beside the paper's numbers.
 
-    python -m ablate.complexity [regime=r50|r200] [out=FILE.csv] [net.KEY=VALUE ...]
+    python -m ablate.complexity [regime=r50|r200] [out=FILE.csv] [net.KEY=VALUE ...] [--help]
 
 GFLOPs follow the paper's convention: multiply-adds of conv and linear layers only, 224x224, batch 1,
 counted by fvcore. `fvcore_gflops` is fvcore's default total, which also counts norms and pooling.
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import pandas as pd
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-from stages import Net, NetConfig, build_net
+from stages import Net, NetConfig, Validated, build_net
 
-from .config import compose_config, net_config, step_overrides
+from .cli import Command
+from .config import ConfigError, compose_config, net_config, step_overrides
 from .io import atomic_write_text
 from .paper import paper_table
 from .provenance import csv_header, provenance
@@ -68,27 +71,33 @@ def complexity_table(regime: str = "r50", overrides: list[str] = ()) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def main(argv: list[str]) -> None:
-    args = dict(regime="r50", out=None)
-    overrides = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise SystemExit(f"argument {arg!r} is not KEY=VALUE; allowed: regime=r50|r200, out=FILE.csv, net.KEY=VALUE")
-        if key in args:
-            args[key] = value
-        elif key.startswith("net."):
-            overrides.append(arg)
-        else:
-            raise SystemExit(f"unknown argument {key!r}; allowed: regime, out, net.KEY")
-    table = complexity_table(args["regime"], overrides)
+@dataclass(frozen=True)
+class ComplexityOptions(Validated):
+    PREFIX: ClassVar[str] = ""
+    ERROR: ClassVar[type[Exception]] = ConfigError
+    regime: Literal["r50", "r200"] = "r50"
+    out: str | None = None      # CSV path (with provenance); none: print only
+
+
+COMMAND = Command(
+    "python -m ablate.complexity", "Params and GFLOPs (paper convention) of every roadmap step, beside the paper's.",
+    ComplexityOptions, overrides=True,
+    examples=("python -m ablate.complexity regime=r200 out=results/complexity/r200.csv",
+              "python -m ablate.complexity net.kernel_size=5"))
+
+
+def _print_table(options: ComplexityOptions, overrides: list[str]) -> None:
+    table = complexity_table(options.regime, overrides)
     shown = table.assign(params_M=table.params / 1e6).drop(columns=["params", "macs"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if args["out"]:
-        command = " ".join(["python -m ablate.complexity", *argv])
-        atomic_write_text(args["out"], csv_header(provenance(command)) + table.to_csv(index=False, float_format="%.6f"))
-        print(f"wrote {args['out']}")
+    if options.out:
+        atomic_write_text(options.out, csv_header(provenance()) + table.to_csv(index=False, float_format="%.6f"))
+        print(f"wrote {options.out}")
+
+
+def main(argv: list[str]) -> int:
+    return COMMAND.main(argv, _print_table)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

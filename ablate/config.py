@@ -6,6 +6,7 @@ import hashlib
 import json
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -13,8 +14,11 @@ from typing import ClassVar, Literal
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError
 
 from stages import NetConfig, Validated
+
+from .corruptions import corruption_list
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -189,12 +193,17 @@ class EvalConfig(RunConfigPart):
     """What is measured on a trained net besides clean val accuracy (conf/config.yaml `eval:`); not part of
     a run's identity, so it can be added to finished runs (python -m ablate.robustness)."""
     PREFIX: ClassVar[str] = "eval"
-    corruptions: str | None = None      # null: none; cifar10c: every corruption of ablate/corruptions.py
+    corruptions: str | tuple[str, ...] | None = None  # null: none; cifar10c: all of ablate/corruptions.py; or a list
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     subset: int = 2000                  # val images corrupted: a fixed subset, the same for every run
     batch_size: int = 500
+    cache_dir: str | None = "~/.cache/ablate/corruptions"  # corrupted subsets kept on disk (null: memory only)
 
     def check(self) -> None:
+        try:
+            corruption_list(self.corruptions)
+        except ValueError as e:
+            self.require(False, "corruptions", str(e))
         self.require(bool(self.severities) and all(1 <= s <= 5 for s in self.severities), "severities",
                      "a list of severities in 1..5")
         self.require(self.subset >= 1, "subset", "a positive integer")
@@ -306,9 +315,11 @@ def run_config(cfg: DictConfig) -> RunConfig:
     """Validates a whole composed config; raises NetConfigError/ConfigError naming the bad key."""
     try:
         raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as e:
-        raise ConfigError(f"{e.full_key} has no value; set {e.full_key}=VALUE (e.g. data=folder needs "
-                          "data.root=PATH and data.num_classes=N)") from None
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as e:  # also reached through an interpolation: name the key that is missing
+        found = re.search(r"Missing mandatory value: ([\w.]+)", str(e))
+        key = found.group(1) if isinstance(e, InterpolationToMissingValueError) and found else e.full_key
+        raise ConfigError(f"{key} has no value; set {key}=VALUE (e.g. data=folder needs data.root=PATH and "
+                          "data.num_classes=N)") from None
     raw.pop("hydra", None)
     unknown = sorted(set(raw) - set(RUN_KEYS))
     if unknown:

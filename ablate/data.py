@@ -196,8 +196,13 @@ def random_resized_crop_boxes(u: np.ndarray, height: int, width: int, scale, rat
     return boxes
 
 
+PIL_SUPPORT = {"box": 0.5, "bilinear": 1.0, "bicubic": 2.0}
+
+
 def _pil_filter(d: torch.Tensor, mode: str) -> torch.Tensor:
-    """PIL's resampling kernels: triangle (bilinear) and Keys cubic with a = -0.5 (bicubic)."""
+    """PIL's resampling kernels: box, triangle (bilinear) and Keys cubic with a = -0.5 (bicubic)."""
+    if mode == "box":
+        return ((d >= -0.5) & (d < 0.5)).to(d.dtype)
     d = d.abs()
     if mode == "bilinear":
         return (1 - d).clamp(min=0)
@@ -211,16 +216,14 @@ def resample_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out
     """(n, out_size, in_size) weights that resize each sample's span [start, start + length) of an axis to
     out_size pixels as PIL's `crop(...).resize(...)` does: pixel-centre sampling, the kernel widened by the
     scale when shrinking (antialias), and taps outside the span dropped with the weights renormalised."""
-    support = 1.0 if mode == "bilinear" else 2.0
-    scale = length.double() / out_size                                    # (n,)
-    filterscale = scale.clamp(min=1.0)
-    centre = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale[:, None]          # (n, out)
-    r = torch.arange(in_size, dtype=torch.float64) - start.double()[:, None]               # (n, in)
-    w = _pil_filter((r[:, None, :] + 0.5 - centre[:, :, None]) / filterscale[:, None, None], mode)
-    inside = (r >= 0) & (r < length.double()[:, None])
-    reach = (r[:, None, :] + 0.5 - centre[:, :, None]).abs() < support * filterscale[:, None, None]
-    w = w * (inside[:, None, :] & reach)
-    return (w / w.sum(-1, keepdim=True)).float()
+    scale = length.float() / out_size                                     # (n,)
+    filterscale = scale.clamp(min=1.0)[:, None, None]
+    centre = (torch.arange(out_size, dtype=torch.float32) + 0.5) * scale[:, None]          # (n, out)
+    r = torch.arange(in_size, dtype=torch.float32) - start.float()[:, None]                # (n, in)
+    d = (r[:, None, :] + 0.5 - centre[:, :, None]) / filterscale                           # (n, out, in)
+    inside = (r >= 0) & (r < length.float()[:, None])
+    w = _pil_filter(d, mode) * ((d.abs() < PIL_SUPPORT[mode]) & inside[:, None, :])
+    return w / w.sum(-1, keepdim=True)
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int, mode: str) -> torch.Tensor:
@@ -248,8 +251,7 @@ class BatchedImages:
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.size, self.scale, self.crop_pct = data.image_size, tuple(data.crop_scale), data.eval_crop_pct
         self.mode, self.train, self.seed, self.epoch = interpolation, train, seed, 0
-        self.mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1) * 255
+        self.normalize = self.normalizer()
         self._draws: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -267,14 +269,24 @@ class BatchedImages:
             self._draws = (self.epoch, torch.from_numpy(boxes), torch.from_numpy(u[:, -1] < 0.5))
         return self._draws[1], self._draws[2]
 
+    @staticmethod
+    def normalizer():
+        """float pixels in [0, 255] -> the network's input (timm's ImageNet mean and std, as create_transform)."""
+        mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1) * 255
+        std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1) * 255
+        return lambda x: (x - mean) / std
+
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[index].float()
         if self.train:
             boxes, flips = self.epoch_draws()
-            x = crop_resize(x, boxes[index], flips[index], self.size, self.mode)
+            x = crop_resize(self.images[index].float(), boxes[index], flips[index], self.size, self.mode)
         else:
-            x = self._resize_centre_crop(x)
-        return (x - self.mean) / self.std, self.labels[index]
+            x = self.eval_pixels(index)
+        return self.normalize(x), self.labels[index]
+
+    def eval_pixels(self, index: torch.Tensor) -> torch.Tensor:
+        """Float pixels of the evaluated images: resized and centre-cropped, not normalised."""
+        return self._resize_centre_crop(self.images[index].float())
 
     def _resize_centre_crop(self, x: torch.Tensor) -> torch.Tensor:
         """timm's eval transform: shorter side to image_size / eval_crop_pct, then the centre image_size."""
@@ -412,6 +424,9 @@ def build_datasets(data, recipe, seed: int) -> Splits:
     return Splits(splits["train"], splits["val"], classes, pipeline)
 
 
+_DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
     """{split: (decoded uint8 images or paths, labels)} of an ImageFolder root, and its classes."""
     root = Path(data.root).expanduser()
@@ -423,7 +438,10 @@ def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
         classes = split_classes
         samples = [samples[i] for i in _subset(len(samples), keep, data.seed)]
         if decode:
-            arrays[split] = decode_all(samples, f"decoding {root / split}")
+            key = (str(root.resolve()), split, keep, data.seed)
+            if key not in _DECODED:  # a sweep (or bench rotation) in one process decodes each split once
+                _DECODED[key] = decode_all(samples, f"decoding {root / split}")
+            arrays[split] = _DECODED[key]
         else:
             if data.verify:
                 verify_images(samples, f"checking {root / split}")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
+from contextvars import ContextVar
 import functools
 import platform
 import shlex
@@ -60,9 +62,32 @@ def library_versions() -> dict:
     return out
 
 
+_COMMAND: ContextVar[str | None] = ContextVar("command", default=None)
+
+
+@contextmanager
+def command_as_typed(command: str):
+    """Within this block, records name `command` (an entry point called in-process, e.g. from a notebook)."""
+    token = _COMMAND.set(command)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+def typed_command() -> str:
+    """The command as a user types it: `python -m ablate ...`, not the interpreter's absolute path."""
+    if _COMMAND.get() is not None:
+        return _COMMAND.get()
+    argv = list(sys.orig_argv)
+    if argv and Path(argv[0]).name.startswith("python"):
+        argv[0] = "python"
+    return shlex.join(argv)
+
+
 def provenance(command: str | None = None) -> dict:
     return {
-        "command": command or shlex.join(sys.orig_argv),  # as typed, `-m module` included
+        "command": command or typed_command(),  # as typed, `-m module` included
         "git_revision": git_revision(),
         "machine": machine(),
         "versions": library_versions(),

@@ -14,24 +14,30 @@ import sys
 from io import BytesIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global state, any backend; notebooks display the figures
 from omegaconf import OmegaConf
 
-from .config import compose_config, expand_sweep, identity_hash
+from stages import Validated
+
+from .cli import Command
+from .config import ConfigError, compose_config, expand_sweep, identity_hash
+from .corruptions import CORRUPTIONS
 from .io import atomic_write_bytes, atomic_write_text
 from .paper import paper_table
 from .provenance import csv_header, provenance
 
-SETTING = ["regime", "data", "image_size", "budget", "width_multiplier"]
+SETTING = ["regime", "data", "image_size", "budget", "budget_epochs", "width_multiplier"]
+ROBUSTNESS = ["mca", "relative_drop", "clean_subset_top1", *(f"corr_{name}" for name in CORRUPTIONS)]
 # what a run measured; the rest of a row says which run it was and where it came from
 TIMING = ["train_throughput", "wall_time_s"]
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str       # corrupt | failed | unfinished | missing
+    kind: str       # corrupt | failed | unfinished | missing | no_reference
     path: str
     detail: str
 
@@ -43,7 +49,8 @@ def _row(record: dict, path: Path, root: Path) -> dict:
     return {
         "run_dir": str(path.parent.relative_to(root)), "status": record["status"],
         "regime": record["regime"], "data": cfg["data"]["name"], "image_size": cfg["data"]["image_size"],
-        "budget": cfg["budget"]["name"], "width_multiplier": cfg["net"]["width_multiplier"],
+        "budget": cfg["budget"]["name"], "budget_epochs": cfg["budget"]["epochs"],
+        "width_multiplier": cfg["net"]["width_multiplier"],
         "recipe": cfg["recipe"]["name"], "step": step["name"], "step_index": step["index"],
         "adopted": step["adopted"], "reference": step.get("reference"), "seed": record["seed"],
         "top1": final.get("top1"), "top5": final.get("top5"), "best_top1": record.get("best_top1"),
@@ -51,7 +58,19 @@ def _row(record: dict, path: Path, root: Path) -> dict:
         "epochs": len(record.get("epochs", [])), "train_throughput": record.get("train_throughput"),
         "wall_time_s": record.get("wall_time_s"), "identity_hash": record["identity_hash"],
         "git_revision": record["provenance"]["git_revision"], "date": record["provenance"]["date"],
+        **_robustness_columns(record.get("robustness")),
     }
+
+
+def _robustness_columns(robustness: dict | None) -> dict:
+    """mean corruption top-1 (mca), its relative drop, clean top-1 on the same subset, and each corruption's
+    top-1 averaged over severities (corr_NAME); empty for a record without them (an older run)."""
+    columns = dict.fromkeys(ROBUSTNESS, float("nan"))
+    if robustness:
+        columns.update(mca=robustness["mean_corruption_top1"], relative_drop=robustness["relative_drop"],
+                       clean_subset_top1=robustness["clean_top1"])
+        columns.update({f"corr_{name}": sum(per.values()) / len(per) for name, per in robustness["top1"].items()})
+    return columns
 
 
 def collect(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
@@ -59,7 +78,7 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     runs, jobs a sweep launched without a record, and jobs its last launch planned that never ran."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"report directory {root} does not exist")
+        raise FileNotFoundError(f"report directory {root} does not exist (or is not a directory)")
     rows, problems, accounted = [], [], set()  # accounted: identities of jobs already listed
     for path in sorted(root.rglob("result.json")):
         try:
@@ -98,7 +117,7 @@ def _job_identity(job: Path) -> set[str]:
 def _row_columns() -> list[str]:
     return ["run_dir", "status", *SETTING, "recipe", "step", "step_index", "adopted", "reference", "seed",
             "top1", "top5", "best_top1", "params", "gflops", "gflops_at_input", "epochs", *TIMING,
-            "identity_hash", "git_revision", "date"]
+            "identity_hash", "git_revision", "date", *ROBUSTNESS]
 
 
 def sweep_jobs(multirun_yaml: Path) -> list[list[str]]:
@@ -118,9 +137,48 @@ def _never_launched(root: Path, accounted: set[str]) -> list[Problem]:
 
 
 # ------------------------------------------------------------------------------------------ summarize
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # Student's t, two-sided 95%, by degrees of freedom
+
+
+def t_975(df: int) -> float:
+    return T_975.get(df) or next((T_975[k] for k in sorted(T_975) if k >= df), 1.960)
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (nan with fewer than two values)."""
+    v = pd.Series(values, dtype=float).dropna()
+    if len(v) < 2:
+        return (v.mean() if len(v) else float("nan")), float("nan")
+    return v.mean(), t_975(len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5
+
+
+def paired_delta(done: pd.DataFrame, step: str, reference: str, metric: str = "top1") -> dict:
+    """step minus reference over the seeds both have (seed s of both shares data order and augmentation
+    draws, so the per-seed differences are paired): mean, 95% CI half-width, seeds used."""
+    a = done[done.step == step].groupby("seed")[metric].mean()
+    b = done[done.step == reference].groupby("seed")[metric].mean()
+    common = a.index.intersection(b.index)
+    mean, half = mean_ci(a[common] - b[common])
+    return {"delta": mean, "ci": half, "paired_seeds": len(common)}
+
+
+def step_reference(regime: str, index: int, explicit) -> str | None:
+    """What a step is compared with: its own `step.reference` (leave-one-out, add-one-in), else the adopted
+    step just before it in the paper's roadmap (move_up_dwconv for the kernel branches); never a step further
+    back, so a missing reference leaves the delta empty rather than spanning several steps."""
+    if isinstance(explicit, str):
+        return explicit
+    table = paper_table(regime)
+    before = table[table.adopted & (table["index"] == index - 1)]
+    return before.step.iloc[0] if len(before) else None
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """A row per setting and step over its finished seeds, in roadmap order, with the paper's numbers."""
-    done = runs[runs.status == "finished"]
+    """A row per setting and step over its finished seeds, in roadmap order: mean, std and CI of top-1, the
+    paired delta to its reference with a 95% CI over seeds (`resolved` when the CI excludes zero), whether its
+    sign agrees with the paper's delta, and the paper's numbers."""
+    done = runs[runs.status == "finished"].reindex(columns=list(dict.fromkeys([*runs.columns, *ROBUSTNESS])))
     keys = [*SETTING, "step"]
     summary = done.groupby(keys, sort=False).agg(
         step_index=("step_index", "first"), adopted=("adopted", "first"), reference=("reference", "first"),
@@ -130,25 +188,70 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         train_throughput=("train_throughput", "mean")).reset_index()
     summary = summary.sort_values([*SETTING, "step_index", "adopted", "step"],
                                   ascending=[True] * len(SETTING) + [True, False, True], ignore_index=True)
-    summary["reference"] = [_reference(summary, i) for i in range(len(summary))]
-    rows = summary.to_dict("records")
-    top1 = {(*(r[k] for k in SETTING), r["step"]): r["top1_mean"] for r in rows}
-    summary["delta_top1"] = [r["top1_mean"] - top1.get((*(r[k] for k in SETTING), r["reference"]), float("nan"))
-                             for r in rows]
+    records = summary.to_dict("records")
+    summary["top1_ci"] = [mean_ci(done[_same(done, r) & (done.step == r["step"])].top1)[1] for r in records]
+    summary["reference"] = [step_reference(r["regime"], r["step_index"], r["reference"]) for r in records]
     paper = paper_table()[["regime", "step", "top1", "gflops"]].rename(
         columns={"top1": "paper_top1", "gflops": "paper_gflops"})
-    return summary.merge(paper, on=["regime", "step"], how="left")
+    summary = summary.merge(paper, on=["regime", "step"], how="left")
+    paper_top1 = {(r.regime, r.step): r.paper_top1 for r in paper.itertuples()}
+    rows = []
+    for r in summary.to_dict("records"):
+        same = done[_same(done, r)]
+        ref = same[same.step == r["reference"]] if r["reference"] else same.iloc[:0]
+        d = paired_delta(same, r["step"], r["reference"]) if len(ref) else \
+            {"delta": float("nan"), "ci": float("nan"), "paired_seeds": 0}
+        paper_delta = paper_top1.get((r["regime"], r["step"]), float("nan")) - \
+            paper_top1.get((r["regime"], r["reference"]), float("nan"))
+        rob = paired_delta(same, r["step"], r["reference"], "mca") if len(ref) else {"delta": float("nan"), "ci": float("nan")}
+        mine = same[same.step == r["step"]]
+        rows.append({
+            "mca_mean": mine.mca.mean(), "mca_ci": mean_ci(mine.mca)[1], "relative_drop": mine.relative_drop.mean(),
+            "delta_mca": rob["delta"], "delta_mca_ci": rob["ci"],
+            "mca_resolved": bool(abs(rob["delta"]) > rob["ci"]) if pd.notna(rob["ci"]) else False,
+            "mce": mean_corruption_error(same, r["step"]),
+            "delta_top1": d["delta"], "delta_top1_ci": d["ci"], "paired_seeds": d["paired_seeds"],
+            "resolved": bool(abs(d["delta"]) > d["ci"]) if pd.notna(d["ci"]) else False,
+            # add-one-in and leave-one-out nets may cost far more than their reference: show it beside the delta
+            "params_vs_reference": r["params"] / ref.params.iloc[0] if len(ref) else float("nan"),
+            "gflops_vs_reference": r["gflops"] / ref.gflops.iloc[0] if len(ref) else float("nan"),
+            "paper_delta_top1": paper_delta,
+            "sign_agrees": (bool((d["delta"] > 0) == (paper_delta > 0))
+                            if pd.notna(d["delta"]) and pd.notna(paper_delta) and paper_delta != 0 else None)})
+    return pd.concat([summary, pd.DataFrame(rows, index=summary.index)], axis=1)
 
 
-def _reference(summary: pd.DataFrame, i: int):
-    """What a step is compared with: its own `step.reference` (leave-one-out, add-one-in), else the closest
-    earlier adopted step of the same setting (the previous roadmap step; move_up_dwconv for kernel branches)."""
-    row = summary.iloc[i]
-    if isinstance(row.reference, str):
-        return row.reference
-    same = (summary[SETTING] == row[SETTING]).all(axis=1)
-    earlier = summary[same & summary.adopted & (summary.step_index < row.step_index)]
-    return earlier.step.iloc[-1] if len(earlier) else None
+def mean_corruption_error(done: pd.DataFrame, step: str, baseline: str = "baseline") -> float:
+    """mCE as ImageNet-C defines it, relative to the baseline step (ResNet-50) of the same setting: for each
+    corruption, the step's error summed over severities over the baseline's, averaged over corruptions, x100.
+    Errors are averaged over each step's seeds first."""
+    cols = [c for c in done.columns if c.startswith("corr_")]
+    mine = 100 - done[done.step == step][cols].mean()
+    base = 100 - done[done.step == baseline][cols].mean()
+    ratios = (mine / base).dropna()
+    return float(100 * ratios.mean()) if len(ratios) else float("nan")
+
+
+def _same(frame: pd.DataFrame, row: dict) -> pd.Series:
+    """Rows of `frame` in the same setting (regime, data, size, budget, width) as `row`."""
+    return (frame[SETTING] == pd.Series({k: row[k] for k in SETTING})).all(axis=1)
+
+
+def missing_references(summary: pd.DataFrame) -> list[Problem]:
+    """Steps whose delta is empty because their reference has no finished run."""
+    have = set(zip(*(summary[k] for k in SETTING), summary.step))
+    return [Problem("no_reference", r.step, f"delta_top1 is empty: its reference {r.reference} has no finished "
+                    "run in this setting; run it to get the delta")
+            for r in summary.itertuples()
+            if isinstance(r.reference, str) and (*(getattr(r, k) for k in SETTING), r.reference) not in have]
+
+
+def rank_agreement(summary: pd.DataFrame) -> dict:
+    """Spearman rank correlation of the adopted steps' deltas with the paper's (Tables 10/11), and how many of
+    them have the paper's sign."""
+    adopted = summary[summary.adopted & summary.delta_top1.notna() & summary.paper_delta_top1.notna()]
+    rho = adopted.delta_top1.corr(adopted.paper_delta_top1, method="spearman") if len(adopted) > 2 else float("nan")
+    return {"steps": len(adopted), "spearman": rho, "sign_agrees": int(adopted.sign_agrees.fillna(False).sum())}
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -169,34 +272,114 @@ def _bars(ax, labels, values, errors, notes, adopted, color):
 
 def roadmap_figure(summary: pd.DataFrame, title: str | None = None):
     """Figure 2 of the paper, ours beside the paper's: a bar per step in roadmap order (top to bottom), the
-    GFLOPs written on each, seed std as error bars, non-adopted branches hatched; a throughput panel when
-    the runs measured it."""
+    GFLOPs written on each, non-adopted branches hatched; ours with 95% CIs over seeds (where there are two or
+    more); a panel of each step's delta to its reference, ours (with CI) against the paper's; a throughput panel
+    when the runs measured it."""
     s = summary.iloc[::-1]  # barh draws bottom-up; the roadmap reads top-down
     labels = [f"{r.step}" + ("" if r.adopted else " *") for r in s.itertuples()]
     speed = "bench_img_s" if "bench_img_s" in s and s.bench_img_s.notna().any() else "train_throughput"
-    panels = 3 if s[speed].notna().any() else 2
-    fig = Figure(figsize=(5 * panels, 0.38 * len(s) + 1.6))
+    robust = "mca_mean" in s and s.mca_mean.notna().any()
+    panels = 3 + bool(s[speed].notna().any()) + robust
+    fig = Figure(figsize=(4.4 * panels, 0.38 * len(s) + 1.6))
     axes = fig.subplots(1, panels, sharey=True)
-    _bars(axes[0], labels, list(s.top1_mean), list(s.top1_std.fillna(0)),
+    _bars(axes[0], labels, list(s.top1_mean), list(s.top1_ci.fillna(0)),
           [f"{g:.2f} GF" for g in s.gflops], list(s.adopted), "tab:blue")
     seeds = f"{s.seeds.min()}" + (f"-{s.seeds.max()}" if s.seeds.max() != s.seeds.min() else "")
-    axes[0].set_title(f"ours: top-1 (%), mean ± std over {seeds} seed(s)", fontsize=9)
+    axes[0].set_title(f"ours: top-1 (%), mean, 95% CI over {seeds} seed(s)", fontsize=9)
     axes[0].set_xlabel("GFLOPs on the bars: at 224², at the trained width", fontsize=8)
     _bars(axes[1], labels, list(s.paper_top1), None,
           [f"{g:.2f} GF" if pd.notna(g) else "" for g in s.paper_gflops], list(s.adopted), "tab:gray")
     axes[1].set_title("paper (Tables 10/11): ImageNet-1K top-1 (%)", fontsize=9)
     axes[1].set_xlabel("GFLOPs on the bars: the paper's", fontsize=8)
-    if panels == 3:
-        _bars(axes[2], labels, list(s[speed]), None, [""] * len(s), list(s.adopted), "tab:green")
+    _delta_panel(axes[2], s, "delta_top1", "delta_top1_ci", "paper_delta_top1")
+    axes[2].set_title("delta to the reference step (points)", fontsize=9)
+    if robust:
+        _bars(axes[3], labels, list(s.mca_mean), list(s.mca_ci.fillna(0)),
+              [f"mCE {m:.0f}" if pd.notna(m) else "" for m in s.mce], list(s.adopted), "tab:purple")
+        axes[3].set_title("ours: mean corruption top-1 (%), 95% CI", fontsize=9)
+        axes[3].set_xlabel("mCE relative to ResNet-50 (baseline = 100) on the bars", fontsize=8)
+    if s[speed].notna().any():
+        ax = axes[-1]
+        _bars(ax, labels, list(s[speed]), None, [""] * len(s), list(s.adopted), "tab:green")
         if speed == "bench_img_s":
-            axes[2].set_title(f"ours: {s.bench_mode.iloc[0]} images/s (ablate.bench)", fontsize=9)
-            axes[2].set_xlabel(s.bench_setting.iloc[0], fontsize=8)
+            ax.set_title(f"ours: {s.bench_mode.iloc[0]} images/s (ablate.bench)", fontsize=9)
+            ax.set_xlabel(s.bench_setting.iloc[0], fontsize=8)
         else:
-            axes[2].set_title("ours: training images/s", fontsize=9)
-            axes[2].set_xlabel("as trained (batch, device and contention of each run)", fontsize=8)
-        axes[2].set_xlim(left=0)
+            ax.set_title("ours: training images/s", fontsize=9)
+            ax.set_xlabel("as trained (batch, device and contention of each run)", fontsize=8)
+        ax.set_xlim(left=0)
     fig.suptitle(title or _title(summary), fontsize=10)
     fig.text(0.01, 0.005, "* not adopted (a branch or an ablation)", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _delta_panel(ax, s: pd.DataFrame, delta: str, ci: str, paper: str | None) -> None:
+    """Ours as points with 95% CI bars (filled where the CI excludes zero), the paper's as grey diamonds."""
+    y = list(range(len(s)))
+    resolved = (s[delta].abs() > s[ci]).fillna(False).tolist()
+    ax.errorbar(s[delta], y, xerr=s[ci].fillna(0), fmt="none", ecolor="tab:blue", elinewidth=1, capsize=3)
+    ax.scatter(s[delta], y, color=["tab:blue" if r else "white" for r in resolved], edgecolors="tab:blue",
+               zorder=3, label="ours (filled: CI excludes 0)")
+    if paper is not None:
+        ax.scatter(s[paper], y, marker="D", color="tab:gray", s=18, zorder=3, label="paper")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def corruption_heatmap(runs: pd.DataFrame, summary: pd.DataFrame, title: str | None = None):
+    """Steps (roadmap order) x corruptions: top-1 averaged over severities and seeds, each cell written."""
+    cols = [c for c in runs.columns if c.startswith("corr_") and runs[c].notna().any()]
+    done = runs[runs.status == "finished"]
+    table = done.groupby("step")[cols].mean().reindex(summary.step)
+    fig = Figure(figsize=(1.0 + 0.62 * len(cols), 0.36 * len(table) + 2.0))
+    ax = fig.subplots()
+    image = ax.imshow(table.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), [c[5:] for c in cols], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(table)), list(table.index), fontsize=7)
+    for (i, j), v in pd.DataFrame(table.to_numpy(dtype=float)).stack().items():
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < table.mean().mean() else "black")
+    fig.colorbar(image, ax=ax, label="top-1 (%), mean over severities 1-5 and seeds")
+    ax.set_title(title or _title(summary), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def budget_figure(summary: pd.DataFrame, title: str | None = None):
+    """The same steps at several budgets (epochs): top-1 against epochs per step, and each step's delta to its
+    reference at every budget beside the paper's, to see which effects grow, shrink or flip with training."""
+    budgets = sorted(summary.budget_epochs.unique())
+    steps = list(dict.fromkeys(summary.sort_values("step_index", kind="stable").step))
+    fig = Figure(figsize=(12, 0.32 * len(steps) + 3))
+    left, right = fig.subplots(1, 2)
+    for step, part in summary.groupby("step", sort=False):
+        part = part.sort_values("budget_epochs")
+        left.errorbar(part.budget_epochs, part.top1_mean, yerr=part.top1_ci.fillna(0), marker="o", ms=3,
+                      capsize=2, label=step)
+    left.set_xscale("log", base=2)
+    left.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    left.set(xlabel="epochs", ylabel="top-1 (%)")
+    left.legend(fontsize=6, ncol=2)
+    left.grid(alpha=0.3)
+    y = {step: i for i, step in enumerate(reversed(steps))}
+    width = 0.8 / (len(budgets) + 1)
+    for k, b in enumerate(budgets):
+        part = summary[summary.budget_epochs == b]
+        ys = [y[st] + (k - len(budgets) / 2) * width for st in part.step]
+        right.errorbar(part.delta_top1, ys, xerr=part.delta_top1_ci.fillna(0), fmt="o", ms=3, capsize=2,
+                       label=f"ours, {b:g} epochs")
+    paper = summary.drop_duplicates("step")
+    right.scatter(paper.paper_delta_top1, [y[st] + len(budgets) / 2 * width for st in paper.step], marker="D",
+                  color="tab:gray", s=14, label="paper (ImageNet, 300 epochs)")
+    right.set_yticks(list(y.values()), list(y.keys()), fontsize=7)
+    right.axvline(0, color="black", lw=0.8)
+    right.set(xlabel="delta top-1 to the reference step (points), 95% CI over seeds")
+    right.legend(fontsize=7)
+    right.grid(axis="x", alpha=0.3)
+    r = summary.iloc[0]
+    fig.suptitle(title or f"{r.regime} on {r.data} ({r.image_size}px, width x{r.width_multiplier}) at "
+                 f"{', '.join(f'{b:g}' for b in budgets)} epochs", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -227,7 +410,8 @@ def trajectory_figure(summary: pd.DataFrame, title: str | None = None):
 
 def _title(summary: pd.DataFrame) -> str:
     r = summary.iloc[0]
-    return f"{r.regime} roadmap on {r.data} ({r.image_size}px, budget {r.budget}, width x{r.width_multiplier})"
+    return (f"{r.regime} roadmap on {r.data} ({r.image_size}px, budget {r.budget}: {r.budget_epochs:g} epochs, "
+            f"width x{r.width_multiplier})")
 
 
 # ------------------------------------------------------------------------------------------- write
@@ -235,7 +419,7 @@ def _save_figure(fig, path: Path) -> None:
     for ext in ("png", "svg"):
         buf = BytesIO()
         fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
-        atomic_write_bytes(path.with_suffix(f".{ext}"), buf.getvalue())
+        atomic_write_bytes(path.parent / f"{path.name}.{ext}", buf.getvalue())  # names may hold dots (x0.25)
 
 
 def _write_csv(path: Path, table: pd.DataFrame, header: str) -> None:
@@ -257,11 +441,16 @@ def with_bench(summary: pd.DataFrame, bench_csv: str | Path, mode: str = "train"
 
 def report(root: str | Path, out: str | Path | None = None, bench: str | Path | None = None) -> dict:
     """Writes every output; returns the runs, the summary and the problems."""
-    runs, problems = collect(root)
     out = Path(out or root)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out={out} is a file; expected a directory for the report")
+    if bench is not None and not Path(bench).is_file():
+        raise FileNotFoundError(f"bench={bench} does not exist; expected a CSV written by python -m ablate.bench")
+    runs, problems = collect(root)
     out.mkdir(parents=True, exist_ok=True)
     header = csv_header(provenance())
     summary = summarize(runs)
+    problems += missing_references(summary)
     if bench is not None:
         summary = with_bench(summary, bench)
     _write_csv(out / "runs.csv", runs, header)
@@ -273,27 +462,48 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
         suffix = "" if len(settings) == 1 else "-" + "-".join(str(k) for k in key)
         _save_figure(roadmap_figure(part.reset_index(drop=True)), out / f"roadmap{suffix}")
         _save_figure(trajectory_figure(part.reset_index(drop=True)), out / f"trajectory{suffix}")
-    return {"runs": runs, "summary": summary, "problems": problems, "out": out}
+        if part.mca_mean.notna().any():
+            in_setting = runs[_same(runs, dict(zip(SETTING, key)))]
+            _save_figure(corruption_heatmap(in_setting, part.reset_index(drop=True)), out / f"corruptions{suffix}")
+    by_budget = [k for k in SETTING if k != "budget_epochs"]
+    for key, part in summary.groupby(by_budget, sort=False):
+        if part.budget_epochs.nunique() > 1:
+            suffix = "" if summary.groupby(by_budget).ngroups == 1 else "-" + "-".join(str(k) for k in key)
+            _save_figure(budget_figure(part.reset_index(drop=True)), out / f"budgets{suffix}")
+    agreement = {key: rank_agreement(part) for key, part in settings}
+    return {"runs": runs, "summary": summary, "problems": problems, "out": out, "agreement": agreement}
 
 
-def main(argv: list[str]) -> int:
-    options = dict(a.split("=", 1) for a in argv if "=" in a)
-    args = [a for a in argv if "=" not in a]
-    if len(args) != 1 or set(options) - {"out", "bench"}:
-        print("usage: python -m ablate.report DIR [out=DIR] [bench=ABLATE_BENCH.csv]", file=sys.stderr)
-        return 2
-    try:
-        result = report(args[0], options.get("out"), options.get("bench"))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+@dataclass(frozen=True)
+class ReportOptions(Validated):
+    PREFIX: ClassVar[str] = ""
+    ERROR: ClassVar[type[Exception]] = ConfigError
+    out: str | None = None      # where the tables and figures go (default: DIR)
+    bench: str | None = None    # an ablate.bench CSV for the figure's speed panel
+
+
+COMMAND = Command(
+    "python -m ablate.report", "Tables, problems and figures from every result.json under DIR.", ReportOptions,
+    positional=("DIR",),
+    examples=("python -m ablate.report multirun/r50",
+              "python -m ablate.report multirun/cifar10_proxy/r50 out=results/cifar10_proxy"))
+
+
+def _print_report(result: dict) -> None:
     summary, problems = result["summary"], result["problems"]
-    cols = ["step", "seeds", "top1_mean", "top1_std", "delta_top1", "params", "gflops", "paper_top1"]
+    cols = ["step", "seeds", "top1_mean", "top1_std", "delta_top1", "delta_top1_ci", "resolved", "paper_delta_top1",
+            "sign_agrees", "params", "gflops", "paper_top1"]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(summary) else "no finished runs")
+    for key, a in result["agreement"].items():
+        print(f"{', '.join(map(str, key))}: Spearman rank correlation of {a['steps']} adopted deltas with the paper's "
+              f"{a['spearman']:.2f}; {a['sign_agrees']} of {a['steps']} have the paper's sign")
     for p in problems:
         print(f"{p.kind}: {p.path}: {p.detail}", file=sys.stderr)
     print(f"{len(result['runs'])} runs, {len(problems)} problem(s) -> {result['out']}")
-    return 0
+
+
+def main(argv: list[str]) -> int:
+    return COMMAND.main(argv, lambda root, options, _: _print_report(report(root, options.out, options.bench)))
 
 
 if __name__ == "__main__":

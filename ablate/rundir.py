@@ -27,7 +27,7 @@ RUN_FILES = (RESULT, LAST, BEST, METRICS, WEIGHTS, WEIGHTS_EMA)
 RECORD_FIELDS = ("status", "reason", "step", "regime", "seed", "identity_hash", "identity", "config", "params",
                  "gflops", "fvcore_gflops", "gflops_at_input", "lr", "augmentation", "pipeline", "epochs_planned",
                  "updates_planned", "device", "world_size", "provenance", "classes", "train_images",
-                 "val_images", "epochs", "segments")
+                 "val_images", "epochs", "segments", "resumed_from_epoch")
 FINISHED_FIELDS = ("final", "best_top1", "wall_time_s", "train_time_s", "train_throughput")
 OPTIONAL_FIELDS = ("robustness",)
 # train.* settings that change a run's numerics; a resume under other values is refused unless asked

@@ -24,17 +24,22 @@ from tqdm import tqdm
 from stages import Net, build_net
 
 from .complexity import run_complexity
+from .cli import one_line
 from .config import RunConfig
-from .data import Splits, build_datasets, default_workers, make_loader, shard, GlobalBatchSampler
+from .data import GlobalBatchSampler, Splits, build_datasets, default_workers, make_loader, shard
 from .device import autocast, describe_device, pick_device
 from .distributed import World, close_world, init_world, replica_divergence
 from .io import atomic_write_bytes
 from .provenance import provenance
-from .rundir import (LAST, RESULT, WEIGHTS, WEIGHTS_EMA, RunDirLock, check_resume_settings, check_run_dir,
-                     load_checkpoint, save_checkpoint, write_record)
+from .robustness import add_to_record, evaluate_robustness, wanted
+from .rundir import (LAST, RESULT, WEIGHTS, WEIGHTS_EMA, RunDirConflict, RunDirLock, check_resume_settings,
+                     check_run_dir, load_checkpoint, save_checkpoint, write_record)
 from .seeding import derive_seed
 
 LOSS_CHECK_EVERY = 50  # optimizer updates between checks for a non-finite loss (one host sync each)
+
+
+__all__ = ["train", "evaluate", "predict", "TrainingFailed", "RunDirConflict", "RESULT", "LAST"]
 
 
 class TrainingFailed(RuntimeError):
@@ -165,12 +170,14 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
     if finished is not None:
         print(f"{out}: finished run found (top-1 {finished['final']['top1']:.2f}); not retrained. "
               "Pass train.overwrite=true to retrain.")
+        if wanted(finished, run.eval):  # a measurement asked for after the run: add it, train nothing
+            finished = add_to_record(out, run, device)
         return finished
 
     ckpt = load_checkpoint(out, run.identity_hash, device)
     state = TrainingState.from_checkpoint(ckpt) if ckpt else TrainingState()
     check_resume_settings(state.segments, run.raw["train"], run.train.allow_setting_change)
-    t = _build(run, device, world, micro, ckpt, state)
+    t = build_training(run, device, world, micro, ckpt, state)
     epochs = math.ceil(t.total_updates / (len(t.data.train) // run.budget.batch_size))
     state.segments.append({"from_epoch": state.epoch, "to_epoch": None, "train": run.raw["train"],
                            "device": describe_device(device), "world_size": world.size,
@@ -187,7 +194,8 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
     }
 
     def update_record(**fields):
-        record.update(fields, epochs=state.history, segments=state.segments)
+        record.update(fields, epochs=state.history, segments=state.segments,
+                      resumed_from_epoch=[seg["from_epoch"] for seg in state.segments[1:]])
         if world.is_main:
             write_record(out, record)
 
@@ -225,6 +233,8 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
         atomic_write_bytes(out / WEIGHTS, save_safetensors(_cpu_state(t.net)))
         if t.ema is not None:
             atomic_write_bytes(out / WEIGHTS_EMA, save_safetensors(_cpu_state(t.ema.module)))
+    if run.eval.corruptions and world.is_main:
+        record["robustness"] = evaluate_robustness(t.net, t.data.val, run.eval, device)
     update_record(status="finished", final=final, best_top1=state.best_top1,
                   wall_time_s=state.wall_time_s,  # training + evaluation, summed over segments
                   replica_divergence=replica_divergence(t.net, world), train_time_s=train_time,
@@ -234,7 +244,9 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
     return record
 
 
-def _build(run: RunConfig, device, world: World, micro: int, ckpt: dict | None, state: TrainingState) -> Training:
+def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict | None = None,
+                   state: TrainingState | None = None) -> Training:
+    """Data, net, optimizer, schedule, loss and loader of a run (from its checkpoint, if one is given)."""
     data = build_datasets(run.data, run.augment, run.seed)
     updates_per_epoch = len(data.train) // run.budget.batch_size
     if updates_per_epoch == 0:
@@ -284,39 +296,45 @@ def _train_epoch(t: Training, state: TrainingState, epoch: int) -> dict:
     for i, (x, y) in enumerate(bar):
         if state.update >= t.total_updates:
             break
-        x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
-        target = y
-        if t.mixup is not None:
-            x, target = t.mixup(x, y)
-        last_micro = (i + 1) % accum == 0
-        sync = t.model.no_sync() if t.world.size > 1 and not last_micro else nullcontext()
-        with sync, autocast(t.device, t.run.train.precision):
-            logits = t.model(x)
-            loss = t.criterion(logits.float(), target)
-        t.scaler.scale(loss / accum).backward()
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        loss, right = train_step(t, state, x, y, last_micro=(i + 1) % accum == 0)
+        loss_sum += loss.double() * len(y)
+        correct += right
         seen += len(y)
-        if last_micro:
-            t.scaler.step(t.optimizer)
-            t.scaler.update()
-            t.optimizer.zero_grad(set_to_none=True)
-            state.update += 1
-            t.scheduler.step_update(state.update)
-            if t.ema is not None:
-                t.ema.update(t.net, step=state.update)
-            if state.update % LOSS_CHECK_EVERY == 0:
-                _check_finite(t, state, epoch, loss_sum, seen)
-                if t.world.is_main:
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
-                                    img_s=f"{seen * t.world.size / (time.perf_counter() - t0):.0f}",
-                                    lr=f"{t.optimizer.param_groups[0]['lr']:.2e}")
+        if (i + 1) % accum == 0 and state.update % LOSS_CHECK_EVERY == 0:
+            _check_finite(t, state, epoch, loss_sum, seen)
+            if t.world.is_main:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
+                                img_s=f"{seen * t.world.size / (time.perf_counter() - t0):.0f}",
+                                lr=f"{t.optimizer.param_groups[0]['lr']:.2e}")
     _check_finite(t, state, epoch, loss_sum, seen)
     train_time = time.perf_counter() - t0
     loss_total, correct_total, seen_total = t.world.sum([loss_sum.item(), float(correct.item()), float(seen)])
     return {"epoch": epoch + 1, "update": state.update, "lr": t.optimizer.param_groups[0]["lr"],
             "train_loss": loss_total / seen_total, "train_top1": 100 * correct_total / seen_total,
             "train_images": seen_total, "train_time_s": train_time, "train_images_per_s": seen_total / train_time}
+
+
+def train_step(t: Training, state: TrainingState, x: torch.Tensor, y: torch.Tensor, last_micro: bool):
+    """Forward and backward of one micro-batch, and the optimizer update when it closes an accumulation.
+    Returns the loss and the number of correct predictions, on the device (no host sync)."""
+    x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
+    target = y
+    if t.mixup is not None:
+        x, target = t.mixup(x, y)
+    sync = t.model.no_sync() if t.world.size > 1 and not last_micro else nullcontext()
+    with sync, autocast(t.device, t.run.train.precision):
+        logits = t.model(x)
+        loss = t.criterion(logits.float(), target)
+    t.scaler.scale(loss / t.run.budget.accum_steps).backward()
+    if last_micro:
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        t.optimizer.zero_grad(set_to_none=True)
+        state.update += 1
+        t.scheduler.step_update(state.update)
+        if t.ema is not None:
+            t.ema.update(t.net, step=state.update)
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
 
 def _check_finite(t: Training, state: TrainingState, epoch: int, loss_sum: torch.Tensor, seen: int) -> None:
@@ -341,13 +359,3 @@ def _checkpoint(out: Path, t: Training, state: TrainingState, is_best: bool) -> 
 
 def _cpu_state(net: Net) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-
-
-def one_line(e: BaseException) -> str:
-    """The message of `e` on one line; for an error re-raised from a DataLoader worker, the original's own
-    message rather than the worker's traceback."""
-    text = str(e).strip()
-    if "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(text.split())

@@ -66,15 +66,17 @@ class Block(nn.Module):
         shortcut = self.shortcut(x)
         for name in self.order:
             x = getattr(self, name)(x)
-        # shortcut + branch * gamma * keep in as few passes over the activations as the autograd allows: the
-        # scales broadcast inside one fused multiply-add (timm makes a new tensor for each of the three steps)
+        return self.act(self.residual_add(x, shortcut))
+
+    def residual_add(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """shortcut + drop_path(layer_scale(branch)), in as few passes over the activations as autograd allows:
+        the scales broadcast inside one fused multiply-add (timm makes a new tensor for each of the three)."""
         gamma = self.layer_scale.gamma.reshape(1, -1, 1, 1) if self.layer_scale is not None else None
-        keep = self.drop_path_keep(x)
+        keep = self.drop_path_keep(branch)
         if keep is None:
-            x = x.add_(shortcut) if gamma is None else torch.addcmul(shortcut, x, gamma)
-        else:  # gamma stays its own product: one (N, C) scale would need a slow per-sample gradient reduction
-            x = torch.addcmul(shortcut, x if gamma is None else x * gamma, keep)
-        return self.act(x)
+            return branch.add_(shortcut) if gamma is None else torch.addcmul(shortcut, branch, gamma)
+        # gamma stays its own product: one (N, C) scale would need a slow per-sample gradient reduction
+        return torch.addcmul(shortcut, branch if gamma is None else branch * gamma, keep)
 
     def drop_path_keep(self, x: torch.Tensor) -> torch.Tensor | None:
         """DropPath's per-sample keep / keep_prob (N, 1, 1, 1) in training, else None. timm's drop_path on ones:
@@ -84,5 +86,5 @@ class Block(nn.Module):
         return drop_path(x.new_ones(x.shape[0], 1, 1, 1), self.drop_path_rate, training=True)
 
     def last_norm(self) -> nn.Module:
-        """The norm closing the residual branch (zeroed by the ResNet init), if any."""
-        return getattr(self, self.order[-1]).norm
+        """The norm closing the residual branch (zeroed by the ResNet init), if any: pw2's, always last."""
+        return self.pw2.norm

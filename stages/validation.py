@@ -55,6 +55,9 @@ def _show(value) -> str:
     return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
 
+_PLURAL = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
 def _describe(hint) -> str:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Literal:
@@ -64,7 +67,7 @@ def _describe(hint) -> str:
         return " or ".join(_describe(a) for a in inner) + (" or null" if len(inner) < len(args) else "")
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0])}s"
+            return f"a list of {_PLURAL.get(args[0], _describe(args[0]))}"
         return f"a list of {len(args)} {' and '.join(_describe(a) for a in args)}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 

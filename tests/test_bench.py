@@ -3,16 +3,21 @@
 import pandas as pd
 import torch
 
-from ablate.bench import bench_config, build_models, compose_bench, run
+from ablate.bench import COMMAND, BenchConfig, build_models, compose_bench, main, run
 from stages.port import from_timm
 
-from conftest import cli
 
 TINY = ["image_size=32", "batch_size=2", "iters=1", "repeats=2", "warmup=1", "threads=1"]
 
 
+def bench(*argv: str):
+    """python -m ablate.bench ARGV, in this process."""
+    _, options, overrides = COMMAND.parse(list(argv))
+    return run(options, overrides)
+
+
 def test_bench_compares_with_timm_and_writes_a_csv(tmp_path):
-    table = run(["+step=baseline,separate_downsampling", "compare=timm", *TINY, f"out={tmp_path / 'b.csv'}"])
+    table = bench("+step=baseline,separate_downsampling", "compare=timm", *TINY, f"out={tmp_path / 'b.csv'}")
     assert list(table["mode"]) == ["infer"] * 2 + ["train"] * 2
     assert list(table.timm_model) == ["resnet50", "convnext_tiny"] * 2  # each step against its own reference
     assert (table.ratio > 0).all() and (table.img_s > 0).all() and (table.repeats == 2).all()
@@ -23,8 +28,8 @@ def test_bench_compares_with_timm_and_writes_a_csv(tmp_path):
 
 def test_bench_measures_the_same_networks_as_timm():
     for step, name in (("baseline", "resnet50"), ("separate_downsampling", "convnext_tiny")):
-        cfg = compose_bench([f"+step={step}", "bench.compare=timm"])[0]
-        models = build_models(cfg, bench_config(cfg))
+        cfg = compose_bench([f"+step={step}"])[0]
+        models = build_models(cfg, BenchConfig(compare="timm"))
         ours, ref = models["ours"], models[name]
         assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
         for k, v in ref.state_dict().items():
@@ -45,13 +50,14 @@ def test_bench_measures_the_same_networks_as_timm():
             assert not torch.allclose(ours(x), outputs[0], rtol=1e-3, atol=1e-3)
 
 
-def test_bench_expands_a_sweep_and_names_bad_input():
+def test_bench_expands_a_sweep_and_names_bad_input(capsys):
     assert [c.step.name for c in compose_bench(["+sweep=kernels"])] == [
         "move_up_dwconv", "kernel_5", "kernel", "kernel_9", "kernel_11"]
-    endpoints = compose_bench(["+step=baseline,separate_downsampling", "bench.image_size=64"])
+    endpoints = compose_bench(["+step=baseline,separate_downsampling", "net.kernel_size=5"])
     assert [c.step.name for c in endpoints] == ["baseline", "separate_downsampling"]
-    assert {c.bench.image_size for c in endpoints} == {64}
-    done = cli("+step=gelu", "compare=timm", module=("-m", "ablate.bench"))
-    assert done.returncode == 2 and "gelu" in done.stderr and "baseline, separate_downsampling" in done.stderr
-    done = cli("modes=[infer,fly]", module=("-m", "ablate.bench"))
-    assert done.returncode == 2 and "bench.modes" in done.stderr
+    assert {c.net.kernel_size for c in endpoints} == {5}
+    assert main(["+step=gelu", "compare=timm"]) == 2
+    err = capsys.readouterr().err
+    assert "gelu" in err and "baseline, separate_downsampling" in err
+    assert main(["modes=[infer,fly]"]) == 2
+    assert "modes=['infer', 'fly'] is not allowed" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from ablate.config import compose_config, net_config, step_overrides
 from ablate.paper import paper_table, roadmap_steps
 from stages import NetConfig, NetConfigError
 
-from conftest import CHANGE_FLAGS, R50_STEPS
+from helpers import CHANGE_FLAGS, R50_STEPS
 
 
 @pytest.mark.parametrize("regime", ["r50", "r200"])

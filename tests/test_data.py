@@ -1,12 +1,14 @@
 """Data: deterministic embedded images, seeded augmentation, and the global-batch order across processes."""
+import json
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from ablate.config import compose_config, run_config
-from ablate.data import build_transforms, synthetic_images
+from ablate.data import GlobalBatchSampler, build_datasets, build_transforms, synthetic_images
 from ablate.distributed import World
-from ablate.train import GlobalBatchSampler
 
 
 def test_synthetic_data_is_deterministic_and_balanced():
@@ -41,3 +43,105 @@ def test_processes_and_accumulation_see_the_same_global_batches():
         global_batch = one[16 * step:16 * (step + 1)]
         assert ranks[0][8 * step:8 * (step + 1)] + ranks[1][8 * step:8 * (step + 1)] == global_batch
     assert sorted(one) == sorted(set(one))
+
+
+# ------------------------------------------------------------------------------------ ImageFolder roots
+def _folder(root, classes=("a", "b"), n=2):
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (40 * i, 20, 30)).save(root / split / c / f"{i}.png")
+
+
+def test_image_folder_refuses_empty_hidden_and_looping_classes(tmp_path):
+    from ablate.data import DataError, scan_image_folder
+    _folder(tmp_path)
+    samples, classes = scan_image_folder(tmp_path / "train")
+    assert classes == ["a", "b"] and len(samples) == 4
+    (tmp_path / "train" / "empty").mkdir()
+    (tmp_path / "train" / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"class folder .*train/empty holds no images"):
+        scan_image_folder(tmp_path / "train")
+    (tmp_path / "train" / "empty" / "notes.txt").unlink()
+    (tmp_path / "train" / "empty").rmdir()
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    with pytest.raises(DataError, match=r"hidden folder\(s\) .ipynb_checkpoints"):
+        scan_image_folder(tmp_path / "train")
+    (tmp_path / "train" / ".ipynb_checkpoints").rmdir()
+    (tmp_path / "train" / "c").symlink_to(tmp_path / "train")  # a class that links back into its split
+    with pytest.raises(DataError, match=r"is reached twice"):
+        scan_image_folder(tmp_path / "train")
+
+
+def test_unreadable_image_in_a_worker_is_one_line_naming_the_file(tmp_path):
+    from ablate.cli import one_line
+    from ablate.data import DataError
+    from ablate.train import train
+    _folder(tmp_path / "data", n=4)
+    (tmp_path / "data" / "train" / "b" / "broken.png").write_bytes(b"not a png")
+    run = run_config(compose_config(["data=folder", f"data.root={tmp_path / 'data'}", "data.num_classes=2",
+                                     "data.image_size=32", "train.workers=1", "budget=smoke",
+                                     "budget.batch_size=4"]))
+    with pytest.raises(DataError) as err:
+        train(run, tmp_path / "run")
+    line = one_line(err.value)
+    assert line.startswith("cannot read image ") and "broken.png" in line and "\n" not in line
+    assert "Traceback" not in json.loads((tmp_path / "run" / "result.json").read_text())["reason"]
+    verify = run_config(compose_config(["data=folder", f"data.root={tmp_path / 'data'}", "data.num_classes=2",
+                                        "data.image_size=32", "data.verify=true"]))
+    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+        build_datasets(verify.data, verify.augment, 0)  # at start-up, before any training
+
+
+# ------------------------------------------------------------------------------------- batched pipeline
+def test_batched_crops_have_torchvision_distribution():
+    """Same algorithm as RandomResizedCrop.get_params (10 tries, integer boxes, centre fallback): the
+    area and aspect-ratio quantiles of 20,000 boxes agree with torchvision's own draws."""
+    from torchvision.transforms import RandomResizedCrop
+    from ablate.data import CROP_TRIES, random_resized_crop_boxes
+    n = 20_000
+    torch.manual_seed(0)
+    theirs = np.array([RandomResizedCrop.get_params(torch.zeros(3, 32, 32), (0.35, 1.0), (3 / 4, 4 / 3))
+                       for _ in range(n)])
+    ours = random_resized_crop_boxes(np.random.default_rng(0).random((n, 4 * CROP_TRIES)), 32, 32, (0.35, 1.0))
+    q = [0.1, 0.25, 0.5, 0.75, 0.9]
+    for stat in (lambda b: b[:, 2] * b[:, 3] / 1024, lambda b: b[:, 3] / b[:, 2], lambda b: b[:, 0], lambda b: b[:, 1]):
+        assert np.allclose(np.quantile(stat(ours), q), np.quantile(stat(theirs), q), atol=0.05 * stat(theirs).std() + 1e-9)
+    assert ((ours[:, :2] >= 0) & (ours[:, :2] + ours[:, 2:] <= 32)).all()
+
+
+@pytest.mark.parametrize("mode,pil", [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)])
+def test_batched_crop_resize_matches_pil(mode, pil):
+    """The same box resized as torchvision's resized_crop + hflip on a PIL image: within uint8 rounding,
+    upsampling (CIFAR's crops) and antialiased downsampling alike."""
+    from ablate.data import crop_resize
+    x, _ = synthetic_images(6, 64, 10, 0)
+    boxes = np.array([[0, 0, 64, 64], [5, 3, 20, 30], [10, 10, 44, 40], [0, 30, 64, 34], [7, 1, 9, 12], [2, 2, 60, 61]])
+    flips = torch.tensor([False, True, False, True, False, True])
+    for size in (32, 48):
+        ours = crop_resize(torch.from_numpy(x).permute(0, 3, 1, 2).float(), torch.from_numpy(boxes), flips, size, mode)
+        for k, (top, left, h, w) in enumerate(boxes):
+            ref = Image.fromarray(x[k]).crop((left, top, left + w, top + h)).resize((size, size), pil)
+            if flips[k]:
+                ref = ref.transpose(Image.FLIP_LEFT_RIGHT)
+            diff = ours[k].permute(1, 2, 0).numpy() - np.asarray(ref, np.float32)
+            assert np.abs(diff).max() <= 1.5, (mode, size, k)
+
+
+def test_batched_pipeline_is_seeded_per_sample_and_epoch():
+    run = run_config(compose_config(["+step=recipe"]))
+    data = build_datasets(run.data, run.augment, run.seed)
+    assert data.pipeline == "batched"
+    idx = torch.tensor([5, 9, 100])
+    a, ya = data.train.batch(idx)
+    b, _ = data.train.batch(torch.tensor([100, 5]))  # the same sample in another batch: the same crop
+    assert torch.equal(a[2], b[0]) and torch.equal(a[0], b[1]) and a.shape == (3, 3, 32, 32)
+    data.train.set_epoch(1)
+    c, _ = data.train.batch(idx)
+    assert not torch.equal(a, c) and torch.equal(ya, data.train.labels[idx])
+    per_sample = build_datasets(run.data.__class__(**{**run.data.__dict__, "pipeline": "per_sample"}),
+                                run.augment, run.seed)
+    val_batched, _ = data.val.batch(torch.arange(4))
+    val_ref = torch.stack([per_sample.val[i][0] for i in range(4)])
+    assert torch.allclose(val_batched, val_ref, atol=1e-5)  # evaluation: the same tensors either way

@@ -6,7 +6,7 @@ from torch import nn
 
 from stages import from_timm, to_timm
 
-from conftest import R50_STEPS, step_net
+from helpers import R50_STEPS, step_net
 
 ENDPOINTS = [  # (regime, step, timm model, timm family)
     ("r50", "baseline", "resnet50", "resnet"),

@@ -1,10 +1,12 @@
 """The roadmap notebook runs headless on the committed results and draws both figures."""
+import pytest
 import nbformat
 from nbclient import NotebookClient
 
-from conftest import ROOT
+from helpers import ROOT
 
 
+@pytest.mark.slow
 def test_roadmap_notebook_executes_and_draws_the_figures():
     nb = nbformat.read(ROOT / "notebooks" / "roadmap.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()

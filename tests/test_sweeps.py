@@ -12,7 +12,7 @@ from ablate.paper import roadmap_steps
 from ablate.report import collect, sweep_jobs
 from stages import build_net
 
-from conftest import CHANGE_FLAGS, cli
+from helpers import CHANGE_FLAGS, cli
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 # ~1 s a job: quarter-width nets, 64 synthetic images, 2 epochs of 2 updates
@@ -84,6 +84,7 @@ MEASURED = ["step", "seed", "status", "top1", "top5", "best_top1", "params", "gf
             "identity_hash"]
 
 
+@pytest.mark.slow
 def test_roadmap_sweep_runs_every_step_and_the_report_draws_it(roadmap_sweep, tmp_path):
     done = cli(str(roadmap_sweep), f"out={tmp_path}", module=("-m", "ablate.report"))
     assert done.returncode == 0, done.stderr
@@ -104,6 +105,7 @@ def test_roadmap_sweep_runs_every_step_and_the_report_draws_it(roadmap_sweep, tm
         assert (tmp_path / name).stat().st_size > 10_000, name
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_to_the_same_report(roadmap_sweep, tmp_path):
     # the sweep is killed in its 3rd job (recipe, seed 0) after that job's first epoch
     assert _sweep(tmp_path, "+step=baseline").returncode == 0  # jobs 1-2 finish
@@ -132,6 +134,7 @@ def test_interrupted_sweep_resumes_to_the_same_report(roadmap_sweep, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_report_names_a_corrupt_record_and_reports_the_rest(roadmap_sweep, tmp_path):
     shutil.copytree(roadmap_sweep, tmp_path / "runs")
     broken = next((tmp_path / "runs").glob("gelu/*seed=1/result.json"))
@@ -144,12 +147,41 @@ def test_report_names_a_corrupt_record_and_reports_the_rest(roadmap_sweep, tmp_p
     assert len(summary) == 14 and summary.loc["gelu", "seeds"] == 1 and summary.loc["kernel", "seeds"] == 2
 
 
+@pytest.mark.slow
 def test_report_of_a_missing_directory_is_a_clear_error(tmp_path):
     done = cli(str(tmp_path / "nope"), module=("-m", "ablate.report"))
     assert done.returncode == 2 and "nope" in done.stderr and "does not exist" in done.stderr
 
 
+@pytest.mark.slow
 def test_sweep_jobs_expands_like_hydra(roadmap_sweep):
     jobs = sweep_jobs(roadmap_sweep / "multirun.yaml")
     assert len(jobs) == 28 and jobs[0][:3] == ["+step=baseline", "+sweep=roadmap", "seed=0"]
     assert jobs[1][:3] == ["+step=baseline", "+sweep=roadmap", "seed=1"]
+
+
+def _runs(rows):
+    """A runs table as collect() makes it, from (step, index, seed, top1) rows."""
+    base = {"status": "finished", "regime": "r50", "data": "cifar10", "image_size": 32, "budget": "b", "budget_epochs": 8,
+            "width_multiplier": 0.25, "recipe": "modern", "adopted": True, "reference": None, "top5": 90.0,
+            "params": 1e6, "gflops": 0.3, "gflops_at_input": 0.01, "train_throughput": 1.0}
+    return pd.DataFrame([{**base, "step": s, "step_index": i, "seed": seed, "top1": t} for s, i, seed, t in rows])
+
+
+def test_delta_is_against_its_own_reference_or_empty():
+    """inverted_bottleneck's reference is width; with width missing its delta is empty (not a delta to
+    patchify_stem, three steps back) and the problems say why."""
+    from ablate.report import missing_references, summarize
+    runs = _runs([("patchify_stem", 3, s, 50 + s) for s in range(3)] + [("depthwise", 4, s, 52 + 2 * s) for s in range(3)]
+                 + [("inverted_bottleneck", 6, s, 60.0) for s in range(3)])
+    summary = summarize(runs).set_index("step")
+    assert summary.loc["inverted_bottleneck", "reference"] == "width"
+    assert pd.isna(summary.loc["inverted_bottleneck", "delta_top1"])
+    problems = missing_references(summary.reset_index())
+    assert [(p.kind, p.path) for p in problems] == [("no_reference", "patchify_stem"), ("no_reference", "inverted_bottleneck")]
+    # depthwise - patchify_stem per seed: 2, 3, 4 -> mean 3, CI 4.303 * 1 / sqrt(3)
+    row = summary.loc["depthwise"]
+    assert row.delta_top1 == pytest.approx(3.0) and row.delta_top1_ci == pytest.approx(4.303 / 3 ** 0.5, rel=1e-3)
+    assert row.resolved and row.paired_seeds == 3
+    assert row.paper_delta_top1 == pytest.approx(78.28 - 79.51)
+    assert row.sign_agrees is not None and not row.sign_agrees  # ours +3, the paper -1.23

@@ -1,0 +1,188 @@
+"""Corruption robustness of trained runs: top-1 under every corruption and severity of a fixed val subset.
+
+A run evaluates it after its last epoch when `eval.corruptions` is set (`cifar10c`: the corruptions of
+ablate/corruptions.py), and `python -m ablate.robustness DIR` adds it to finished runs from their saved weights.
+Either way the record's `robustness` field holds top-1 per (corruption, severity), clean top-1 on the same subset,
+the mean corruption top-1 and its relative drop. The subset (eval.subset images, drawn once with a fixed seed) and
+the corrupted images (seeded per corruption and severity) are the same for every run; within one process they are
+made once and reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from safetensors.torch import load_file
+
+from stages import Validated, build_net
+
+from .cli import Command
+from .config import ConfigError, EvalConfig, RunConfig, run_config
+from .corruptions import NOT_MADE, corrupt, corruption_list
+from .data import BatchedImages, ImageDataset, build_datasets, load_image
+from .device import pick_device
+from .io import atomic_write_bytes
+from .rundir import RESULT, WEIGHTS, RunDirLock, read_record, write_record
+
+SUBSET_SEED = 0  # the val subset is the same for every run and every seed
+_CORRUPTED: dict[tuple[str, str, int], np.ndarray] = {}  # (clean subset digest, corruption, severity) -> images
+
+
+def val_subset(dataset, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed subset of the val split as evaluated (resized, centre-cropped), uint8 (n, H, W, 3), and labels."""
+    n = len(dataset)
+    idx = np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:min(size, n)])
+    if isinstance(dataset, BatchedImages):
+        x = dataset.eval_pixels(torch.as_tensor(idx))
+        labels = dataset.labels[idx].numpy()
+    else:  # per-sample data: the val transform's geometry, without its normalisation
+        images = [_eval_geometry(dataset, i) for i in idx]
+        x = torch.stack([torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in images]).float()
+        labels = np.asarray(dataset.labels)[idx]
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), labels
+
+
+def _eval_geometry(dataset: ImageDataset, i: int) -> Image.Image:
+    """One val image of a per-sample dataset through its transform's resize and centre crop (no normalisation)."""
+    img = Image.fromarray(dataset.images[i]) if dataset.images is not None else load_image(dataset.paths[i])
+    geometry = [t for t in dataset.transform.transform.transforms if type(t).__name__ in ("Resize", "CenterCrop")]
+    for t in geometry:
+        img = t(img)
+    return img
+
+
+def corrupted(clean: np.ndarray, name: str, severity: int, cache_dir: str | None) -> np.ndarray:
+    """The corrupted subset, made once: kept in memory for this process and, with a cache_dir, on disk for
+    later ones (keyed by the clean images' digest, so another subset or dataset never reads it)."""
+    digest = hashlib.sha256(clean.tobytes()).hexdigest()[:16]
+    key = (digest, name, severity)
+    if key in _CORRUPTED:
+        return _CORRUPTED[key]
+    path = Path(cache_dir).expanduser() / digest / f"{name}-{severity}.npy" if cache_dir else None
+    if path is not None and path.exists():
+        images = np.load(path)
+    else:
+        images = corrupt(clean, name, severity)
+        if path is not None:
+            buf = io.BytesIO()
+            np.save(buf, images)
+            atomic_write_bytes(path, buf.getvalue())
+    _CORRUPTED[key] = images
+    return images
+
+
+@torch.no_grad()
+def top1(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, normalize, device, batch: int) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float()
+        logits = model(normalize(x).to(device))
+        correct += (logits.argmax(1).cpu() == torch.from_numpy(labels[start:start + batch])).sum().item()
+    return 100 * correct / len(images)
+
+
+def evaluate_robustness(model: torch.nn.Module, val, eval_cfg: EvalConfig, device) -> dict:
+    """The `robustness` field of a record: the model on every corruption and severity of the val subset."""
+    start = time.perf_counter()
+    clean, labels = val_subset(val, eval_cfg.subset)
+    normalize = BatchedImages.normalizer()
+    clean_top1 = top1(model, clean, labels, normalize, device, eval_cfg.batch_size)
+    table = {name: {str(s): top1(model, corrupted(clean, name, s, eval_cfg.cache_dir), labels, normalize, device,
+                                 eval_cfg.batch_size)
+                    for s in eval_cfg.severities}
+             for name in corruption_list(eval_cfg.corruptions)}
+    mean = float(np.mean([v for per in table.values() for v in per.values()]))
+    return {"corruptions": list(table), "severities": list(eval_cfg.severities), "subset": len(clean),
+            "subset_seed": SUBSET_SEED, "not_made": sorted(NOT_MADE), "clean_top1": clean_top1, "top1": table,
+            "mean_corruption_top1": mean, "relative_drop": (clean_top1 - mean) / clean_top1 if clean_top1 else None,
+            "time_s": time.perf_counter() - start}
+
+
+def wanted(record: dict, eval_cfg: EvalConfig) -> bool:
+    """Whether a finished record lacks the robustness that eval_cfg asks for (or holds another kind)."""
+    if eval_cfg.corruptions is None:
+        return False
+    have = record.get("robustness") or {}
+    asked = (list(corruption_list(eval_cfg.corruptions)), list(eval_cfg.severities),
+             min(eval_cfg.subset, record.get("val_images") or eval_cfg.subset))
+    return (have.get("corruptions"), have.get("severities"), have.get("subset")) != asked
+
+
+def add_to_record(out: Path, run: RunConfig, device) -> dict:
+    """Evaluates a finished run's saved weights and writes the record's `robustness` field. The caller holds
+    the run directory's lock."""
+    record = read_record(out / RESULT)
+    net = build_net(run.net, channels_last=run.train.channels_last).to(device)
+    net.load_state_dict(load_file(out / WEIGHTS))
+    data = build_datasets(run.data, run.augment, run.seed)
+    record["robustness"] = evaluate_robustness(net, data.val, run.eval, device)
+    write_record(out, record)
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ command
+@dataclass(frozen=True)
+class RobustnessOptions(Validated):
+    PREFIX: ClassVar[str] = ""
+    ERROR: ClassVar[type[Exception]] = ConfigError
+    corruptions: str | tuple[str, ...] = "cifar10c"
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    subset: int = 2000
+    batch_size: int = 500
+    cache_dir: str | None = "~/.cache/ablate/corruptions"
+    device: str = "auto"
+    threads: int | None = None
+
+
+def run_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"directory {root} does not exist")
+    return sorted(p.parent for p in root.rglob(RESULT))
+
+
+def add_to_runs(root: str, options: RobustnessOptions, overrides: list[str]) -> None:
+    eval_cfg = EvalConfig(corruptions=options.corruptions, severities=options.severities, subset=options.subset,
+                          batch_size=options.batch_size, cache_dir=options.cache_dir)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = pick_device(options.device, key="device")
+    for out in run_dirs(Path(root)):
+        record = read_record(out / RESULT)
+        if record["status"] != "finished" or not (out / WEIGHTS).exists():
+            print(f"{out}: skipped ({record['status']}{'' if (out / WEIGHTS).exists() else ', no weights'})")
+            continue
+        if not wanted(record, eval_cfg):
+            print(f"{out}: has it (mean corruption top-1 {record['robustness']['mean_corruption_top1']:.2f})")
+            continue
+        raw = {**record["config"], "eval": json.loads(json.dumps(eval_cfg.__dict__, default=list))}
+        run = run_config(OmegaConf.create(raw))
+        with RunDirLock(out):
+            r = add_to_record(out, run, device)["robustness"]
+        print(f"{out}: clean {r['clean_top1']:.2f}, mean corruption top-1 {r['mean_corruption_top1']:.2f} "
+              f"({r['time_s']:.0f} s)")
+
+
+COMMAND = Command(
+    "python -m ablate.robustness", "Adds corruption robustness to every finished run under DIR, from its saved "
+    "weights (the same fields a run with eval.corruptions=... records).", RobustnessOptions, positional=("DIR",),
+    examples=("python -m ablate.robustness multirun/cifar10_proxy/r50",
+              "python -m ablate.robustness outputs/r50 corruptions=[fog,snow] severities=[3,5] subset=500"))
+
+
+def main(argv: list[str]) -> int:
+    return COMMAND.main(argv, add_to_runs)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,43 @@
+"""Shared test helpers (imported by the tests; conftest.py holds only fixtures and markers)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ablate.config import compose_config, net_config, step_overrides
+from ablate.paper import roadmap_steps
+from stages import build_net
+
+ROOT = Path(__file__).resolve().parents[1]
+R50_STEPS = roadmap_steps("r50")
+# the NetConfig fields each design change (conf/change/) sets
+CHANGE_FLAGS = {
+    "recipe": {"weight_init", "drop_path_rate", "layer_scale_init"},
+    "stage_ratio": {"depths"}, "patchify_stem": {"stem"}, "depthwise": {"depthwise"}, "width": {"width"},
+    "inverted_bottleneck": {"block"}, "move_up_dwconv": {"spatial_conv_position"},
+    "kernel": {"kernel_size"}, "gelu": {"act"}, "fewer_activations": {"block_activations"},
+    "fewer_norms": {"block_norms"}, "layer_norm": {"norm"},
+    "separate_downsampling": {"downsample", "stem_act"},
+}
+# a few seconds per run: quarter-width nets, 256 synthetic images, 2 epochs
+SMOKE = ["budget=smoke", "data.train_size=256", "data.val_size=128"]
+
+
+def step_net(step: str, regime: str = "r50", extra: list[str] = (), channels_last: bool = True):
+    """The paper's network of a step (full width, 1000 classes) unless `extra` says otherwise."""
+    paper_net = ["net.num_classes=1000", "net.width_multiplier=1.0"]
+    cfg = net_config(compose_config(step_overrides(step, regime, [*paper_net, *extra])))
+    return build_net(cfg, channels_last=channels_last)
+
+
+def cli(*args: str, env_extra: dict | None = None, module=("-m", "ablate"), cwd=ROOT) -> subprocess.CompletedProcess:
+    """Runs `python -m ablate ARGS` (or another module) as a user would, capturing its output."""
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, *module, *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def start_cli(*args: str, module=("-m", "ablate"), cwd=ROOT) -> subprocess.Popen:
+    """`python -m ablate ARGS` started in the background."""
+    return subprocess.Popen([sys.executable, *module, *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,110 @@
+"""Corruptions (CIFAR-10-C definitions, batched) and the robustness fields of a run's record."""
+import importlib.util
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ablate import corruptions
+from ablate.config import compose_config, run_config
+from ablate.data import synthetic_images
+from ablate.train import train
+
+from helpers import SMOKE
+
+IMAGES = synthetic_images(24, 32, 10, seed=5)[0]
+
+
+@pytest.mark.parametrize("name", corruptions.CORRUPTIONS)
+def test_each_corruption_changes_the_image_more_at_higher_severity(name):
+    """Every corruption keeps shape and dtype and changes the image, severity 5 more than severity 1, but
+    elastic_transform: CIFAR-10-C's severity 1 is a pure 2.6 px random affine and severity 5 a 1 px affine plus
+    a fine displacement field, which moves pixels less on average (the reference's own tables)."""
+    mild, severe = (corruptions.corrupt(IMAGES, name, s) for s in (1, 5))
+    for out in (mild, severe):
+        assert out.shape == IMAGES.shape and out.dtype == np.uint8
+        assert not np.array_equal(out, IMAGES)
+    change = [np.abs(o.astype(float) - IMAGES).mean() for o in (mild, severe)]
+    if name == "elastic_transform":
+        assert corruptions.CIFAR10C[name][0] == (0, 0, 0.08) and corruptions.CIFAR10C[name][4] == (0.1, 0.03, 0.03)
+    else:
+        assert change[1] > change[0], change
+    assert np.array_equal(corruptions.corrupt(IMAGES, name, 3), corruptions.corrupt(IMAGES, name, 3))  # seeded
+
+
+def _imagecorruptions():
+    """The field's reference package. It imports pkg_resources (gone from current setuptools) only to find
+    its frost images, so a stand-in that answers that one question is enough to load it."""
+    spec = importlib.util.find_spec("imagecorruptions")
+    root = os.path.dirname(spec.origin)
+    sys.modules.setdefault("pkg_resources", types.SimpleNamespace(
+        resource_filename=lambda package, path: os.path.join(root, path)))
+    import imagecorruptions.corruptions as reference
+    return reference
+
+
+# imagecorruptions' own (ImageNet) parameters, to compare the same definitions with the same numbers
+IMAGENET = {"contrast": [.4, .3, .2, .1, .05], "brightness": [.1, .2, .3, .4, .5],
+            "jpeg_compression": [25, 18, 15, 10, 7], "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+            "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+            "gaussian_noise": [.08, .12, 0.18, 0.26, 0.38], "shot_noise": [60, 25, 12, 5, 3],
+            "impulse_noise": [.03, .06, .09, 0.17, 0.27], "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)]}
+DETERMINISTIC = ("contrast", "brightness", "jpeg_compression", "pixelate", "defocus_blur")
+
+
+@pytest.mark.parametrize("name", sorted(IMAGENET))
+def test_batched_corruptions_match_the_reference_package(name):
+    """Deterministic ones: the same pixels within uint8 rounding. Random ones (noise, motion blur's angle): the
+    same mean change per severity within 10% (different random draws, the same distribution)."""
+    reference = _imagecorruptions()
+    fn = getattr(reference, name)
+    for severity in (1, 3, 5):
+        theirs = np.stack([np.clip(np.asarray(fn(Image.fromarray(x) if name in ("pixelate", "jpeg_compression") else x,
+                                                 severity), dtype=np.float64), 0, 255).astype(np.uint8)
+                           for x in IMAGES])
+        ours = corruptions.corrupt(IMAGES, name, severity, {**corruptions.CIFAR10C, name: IMAGENET[name]})
+        if name in DETERMINISTIC:
+            assert np.abs(ours.astype(int) - theirs).max() <= 1, (name, severity)
+        else:
+            change = [np.abs(o.astype(float) - IMAGES).mean() for o in (ours, theirs)]
+            assert change[0] == pytest.approx(change[1], rel=0.1), (name, severity, change)
+
+
+def test_cifar_parameters_are_the_reference_tables():
+    assert corruptions.CIFAR10C["gaussian_noise"] == [0.04, 0.06, .08, .09, .10]
+    assert len(corruptions.CORRUPTIONS) == 14 and set(corruptions.NOT_MADE) == {"frost"}
+    assert all(len(corruptions.CIFAR10C[n]) == 5 for n in corruptions.CORRUPTIONS)
+
+
+def test_run_records_robustness_and_the_report_reads_old_records_too(tmp_path):
+    from ablate.report import collect, summarize
+    run = run_config(compose_config(["+step=baseline", *SMOKE, "eval.corruptions=[fog,contrast]", "eval.subset=64",
+                                     "eval.severities=[1,5]", f"eval.cache_dir={tmp_path / 'cache'}"]))
+    train(run, tmp_path / "runs" / "baseline")
+    record = json.loads((tmp_path / "runs" / "baseline" / "result.json").read_text())
+    rob = record["robustness"]
+    assert rob["corruptions"] == ["fog", "contrast"] and rob["severities"] == [1, 5] and rob["subset"] == 64
+    assert set(rob["top1"]["fog"]) == {"1", "5"} and 0 <= rob["mean_corruption_top1"] <= 100
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 4  # made once, kept for the next run
+    old = run_config(compose_config(["+step=recipe", *SMOKE]))  # no eval.corruptions: a record without the fields
+    train(old, tmp_path / "runs" / "recipe")
+    runs, problems = collect(tmp_path / "runs")
+    assert not problems and len(runs) == 2
+    summary = summarize(runs).set_index("step")
+    assert summary.loc["baseline", "mca_mean"] == pytest.approx(rob["mean_corruption_top1"])
+    assert pd.isna(summary.loc["recipe", "mca_mean"]) and summary.loc["baseline", "mce"] == pytest.approx(100)
+
+
+def test_robustness_command_adds_the_fields_to_a_finished_run(tmp_path, capsys):
+    from ablate.robustness import main
+    train(run_config(compose_config(["+step=baseline", *SMOKE])), tmp_path / "run")
+    argv = [str(tmp_path), "corruptions=[snow]", "severities=[2]", "subset=32", "cache_dir=null"]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["robustness"]["corruptions"] == ["snow"] and record["status"] == "finished"
+    assert main(argv) == 0 and "has it" in capsys.readouterr().out  # not evaluated twice
