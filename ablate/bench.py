@@ -46,9 +46,10 @@ class BenchConfig(Validated):
     image_size: int = 224
     batch_size: int = 32
     num_classes: int = 1000
-    modes: tuple[Literal["infer", "train", "e2e"], ...] = ("infer", "train")
-    # e2e: the run's own training loop (its data pipeline, loss, optimizer, schedule) on its data, measured in
-    # the same rotation as `train` (the bare net), so the row's e2e_over_train is data + loop overhead
+    modes: tuple[Literal["infer", "train", "step", "e2e"], ...] = ("infer", "train")
+    # step: the run's own training step (its loss, optimizer, schedule) on one fixed batch; e2e: the same fed
+    # by the run's data loader. Measured in one rotation with `train` (the bare net, timm's SGD step), so a row's
+    # e2e_over_train and e2e_over_step say what the run costs beyond the net, and what the data path costs
     warmup: int = 3
     iters: int = 10
     repeats: int = 5
@@ -135,18 +136,24 @@ class Runner:
         return self.bench.iters * self.batch / (time.perf_counter() - start)
 
 
-class EndToEndRunner(Runner):
-    """The run's own training step (ablate.train.train_step) fed by its own data loader, at the bench's batch."""
+RUN_MODES = ("step", "e2e")  # measured on the run's own training loop (ours only)
 
-    def __init__(self, cfg, bench: BenchConfig, device: torch.device, batch: int):
+
+class EndToEndRunner(Runner):
+    """The run's own training step (ablate.train.train_step) at the bench's batch, fed by its own data loader
+    (e2e) or repeating one batch (step)."""
+
+    def __init__(self, cfg, mode: str, bench: BenchConfig, device: torch.device, batch: int):
         from .distributed import World
         from .train import TrainingState, build_training
         run = run_config(cfg)
-        self.bench, self.device, self.mode, self.batch = bench, device, "e2e", batch
+        self.bench, self.device, self.batch = bench, device, batch
+        self.mode = mode
         self.training = build_training(run, device, World(), batch)
         self.state = TrainingState()
         self.epoch = 0
         self.batches = self._batches()
+        self.fixed = next(self.batches) if mode == "step" else None
 
     def _batches(self):
         while True:  # epoch after epoch, as training reads them
@@ -158,7 +165,7 @@ class EndToEndRunner(Runner):
     def step(self) -> None:
         from .train import train_step
         self.training.model.train()
-        x, y = next(self.batches)
+        x, y = self.fixed if self.fixed is not None else next(self.batches)
         train_step(self.training, self.state, x, y, last_micro=True)
 
 
@@ -172,7 +179,8 @@ def make_runner(model, mode, bench, device, cfg=None) -> Runner:
     batch = bench.batch_size
     while True:
         try:
-            runner = EndToEndRunner(cfg, bench, device, batch) if mode == "e2e" else Runner(model, mode, bench, device, batch)
+            runner = (EndToEndRunner(cfg, mode, bench, device, batch) if mode in RUN_MODES
+                      else Runner(model, mode, bench, device, batch))
             runner.block(bench.warmup)
             return runner
         except (RuntimeError, torch.OutOfMemoryError) as e:
@@ -207,26 +215,32 @@ def bench_rows(configs: list, bench: BenchConfig, device: torch.device) -> list[
     """Every step's net (and its timm reference, if compared) measured together, one mode at a time; e2e in
     the same rotation as train (ours only), so their ratio compares like with like."""
     models = {(cfg.step.name, name): model for cfg in configs for name, model in build_models(cfg, bench).items()}
-    rotations = [[m] for m in bench.modes if m not in ("train", "e2e")]
-    rotations += [[m for m in ("train", "e2e") if m in bench.modes]] if {"train", "e2e"} & set(bench.modes) else []
+    training_modes = [m for m in ("train", *RUN_MODES) if m in bench.modes]
+    rotations = [[m] for m in bench.modes if m not in training_modes] + ([training_modes] if training_modes else [])
     rows = []
     for modes in rotations:
         torch.manual_seed(0)
         keyed = {(*key, mode): model for mode in modes for key, model in models.items()
-                 if mode != "e2e" or key[1] == "ours"}
+                 if mode not in RUN_MODES or key[1] == "ours"}
         result = measure(keyed, bench, device, {k: k[2] for k in keyed},
-                         {(cfg.step.name, "ours", "e2e"): cfg for cfg in configs})
+                         {(cfg.step.name, "ours", mode): cfg for cfg in configs for mode in RUN_MODES})
         for mode in modes:
             per_mode = {k: {key[:2]: v for key, v in d.items() if key[2] == mode} for k, d in result.items()}
             for cfg in configs:
                 rows.append(_row(cfg, bench, device, mode, per_mode))
                 if mode == "e2e":
-                    train_speeds = result["speeds"][cfg.step.name, "ours", "train"]
-                    ratios = [a / b for a, b in zip(per_mode["speeds"][cfg.step.name, "ours"], train_speeds)]
-                    rows[-1].update(e2e_over_train=statistics.median(ratios), e2e_over_train_min=min(ratios),
-                                    e2e_over_train_max=max(ratios))
+                    for other in ("train", "step"):
+                        if other in modes:
+                            rows[-1].update(_ratio(f"e2e_over_{other}", per_mode["speeds"][cfg.step.name, "ours"],
+                                                   result["speeds"][cfg.step.name, "ours", other]))
                 print(_line(rows[-1]), flush=True)
     return rows
+
+
+def _ratio(name: str, a: list[float], b: list[float]) -> dict:
+    """Median and range of the block-by-block ratio a/b (blocks alternate, so drifts cancel)."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return {name: statistics.median(ratios), f"{name}_min": min(ratios), f"{name}_max": max(ratios)}
 
 
 def _row(cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict) -> dict:
@@ -241,18 +255,19 @@ def _row(cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict)
            "peak_mem_mib": result["memory"][step, "ours"]}
     for (other_step, name), ref in result["speeds"].items():
         if other_step == step and name != "ours":  # at most one: the step's timm reference
-            ratios = [a / b for a, b in zip(ours, ref)]
             row.update({"timm_model": name, "timm_channels_last": bool(bench.channels_last),
                         "timm_img_s": statistics.median(ref), "timm_peak_mem_mib": result["memory"][step, name],
-                        "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
+                        **_ratio("ratio", ours, ref)})
     return row
 
 
 def _line(row: dict) -> str:
     text = (f"{row['step']:>22} {row['mode']:>5} {row['image_size']}px b{row['batch_size']}: "
             f"{row['img_s']:8.1f} img/s")
-    if "e2e_over_train" in row:
-        text += f" | e2e/bare {row['e2e_over_train']:.3f} [{row['e2e_over_train_min']:.3f}, {row['e2e_over_train_max']:.3f}]"
+    for other in ("train", "step"):
+        if f"e2e_over_{other}" in row:
+            key = f"e2e_over_{other}"
+            text += f" | e2e/{other} {row[key]:.3f} [{row[key + '_min']:.3f}, {row[key + '_max']:.3f}]"
     if "ratio" in row:
         text += f" | {row['timm_model']} {row['timm_img_s']:8.1f} img/s | ours/timm {row['ratio']:.3f} " \
                 f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]"

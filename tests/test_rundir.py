@@ -94,13 +94,15 @@ def test_resume_under_another_precision_is_refused_unless_asked(tmp_path):
 
 @pytest.mark.slow
 def test_two_identical_commands_one_trains_the_other_is_refused(tmp_path):
-    args = ["+step=baseline", *SMOKE, "budget.epochs=3", f"hydra.run.dir={tmp_path}"]
+    # long enough (about 20 s) that the second command starts while the first still trains
+    args = ["+step=baseline", *SMOKE, "data.train_size=512", "budget.epochs=20", f"hydra.run.dir={tmp_path}"]
     first = start_cli(*args)
     deadline = time.time() + 120
     while not (tmp_path / ".lock").exists() or not (tmp_path / ".lock").read_text():
         assert time.time() < deadline and first.poll() is None
         time.sleep(0.2)
     second = cli(*args)
+    assert first.poll() is None, "the first run ended before the second started; lengthen it"
     assert second.returncode != 0
     assert re.search(rf"in use by PID {first.pid}; wait for it or stop it", second.stderr)
     assert first.wait(timeout=300) == 0
