@@ -1,6 +1,7 @@
 """The benchmark runs our step and timm's reference side by side and writes a CSV with provenance.
 (Its numbers are measurements, asserted by nobody: results/bench/ holds them.)"""
 import pandas as pd
+import pytest
 import torch
 
 from ablate.bench import COMMAND, BenchConfig, build_models, compose_bench, main, run
@@ -16,6 +17,7 @@ def bench(*argv: str):
     return run(options, overrides)
 
 
+@pytest.mark.slow
 def test_bench_compares_with_timm_and_writes_a_csv(tmp_path):
     table = bench("+step=baseline,separate_downsampling", "compare=timm", *TINY, f"out={tmp_path / 'b.csv'}")
     assert list(table["mode"]) == ["infer"] * 2 + ["train"] * 2

@@ -13,7 +13,7 @@ def golden():
     return pd.read_csv(Path(__file__).parent / "golden" / "complexity.csv")
 
 
-@pytest.fixture(scope="module", params=["r50", "r200"])
+@pytest.fixture(scope="module", params=["r50", pytest.param("r200", marks=pytest.mark.slow)])
 def measured(request):
     return request.param, complexity_table(request.param)
 
@@ -48,6 +48,7 @@ def test_endpoint_counts_are_the_published_ones(measured):
         assert rows.loc["separate_downsampling", "macs"] == 4_455_531_264
 
 
+@pytest.mark.slow
 def test_cli_writes_csv(tmp_path, capsys):
     out = tmp_path / "c.csv"
     main(["regime=r50", f"out={out}", "net.width_multiplier=0.25"])

@@ -11,8 +11,8 @@ from helpers import R50_STEPS, step_net
 ENDPOINTS = [  # (regime, step, timm model, timm family)
     ("r50", "baseline", "resnet50", "resnet"),
     ("r50", "separate_downsampling", "convnext_tiny", "convnext"),
-    ("r200", "baseline", "resnet200", "resnet"),
-    ("r200", "separate_downsampling", "convnext_base", "convnext"),
+    pytest.param("r200", "baseline", "resnet200", "resnet", marks=pytest.mark.slow),  # the big nets: full suite only
+    pytest.param("r200", "separate_downsampling", "convnext_base", "convnext", marks=pytest.mark.slow),
 ]
 
 

@@ -57,6 +57,7 @@ IMAGENET = {"contrast": [.4, .3, .2, .1, .05], "brightness": [.1, .2, .3, .4, .5
 DETERMINISTIC = ("contrast", "brightness", "jpeg_compression", "pixelate", "defocus_blur")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(IMAGENET))
 def test_batched_corruptions_match_the_reference_package(name):
     """Deterministic ones: the same pixels within uint8 rounding. Random ones (noise, motion blur's angle): the

@@ -25,6 +25,7 @@ def _jobs(sweep: str) -> list[list[str]]:
     return expand_sweep(cfg.hydra, [f"+sweep={sweep}"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_job_of_every_sweep_builds_and_runs_a_batch(sweep):
     """The smoke test of every experiment: each job composes, validates and its net trains a step."""
