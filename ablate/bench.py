@@ -22,7 +22,6 @@ import timm
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 from torch import nn
 
 from stages import Validated, build_net

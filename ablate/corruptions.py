@@ -14,7 +14,6 @@ and returns the same shape in [0, 1]. `corrupt()` picks the parameters, seeds th
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import torch

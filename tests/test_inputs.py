@@ -1,8 +1,6 @@
 """Bad input: every case ends in one line that names the key or file and what is allowed, before any work,
 and leaves what was already in the run directory as it was. (The silent cases each trained the wrong
 experiment, or a nonsense one, and recorded it as finished before these checks.)"""
-import json
-import os
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ import re
 import time
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from ablate.config import CONF_DIR, NOT_IDENTITY, EvalConfig, TrainConfig, compose_config, run_config, run_dirname
