@@ -324,7 +324,7 @@ def _delta_panel(ax, s: pd.DataFrame, delta: str, ci: str, paper: str | None) ->
     if paper is not None:
         ax.scatter(s[paper], y, marker="D", color="tab:gray", s=18, zorder=3, label="paper")
     ax.axvline(0, color="black", lw=0.8)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best", framealpha=0.6)
     ax.grid(axis="x", alpha=0.3)
 
 
