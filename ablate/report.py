@@ -9,7 +9,6 @@ from a benchmark instead of the training records.
 """
 from __future__ import annotations
 
-import json
 import sys
 from io import BytesIO
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from .corruptions import CORRUPTIONS
 from .io import atomic_write_bytes, atomic_write_text
 from .paper import paper_table
 from .provenance import csv_header, provenance
+from .rundir import RESULT, read_record
 
 SETTING = ["regime", "data", "image_size", "budget", "budget_epochs", "width_multiplier"]
 ROBUSTNESS = ["mca", "relative_drop", "clean_subset_top1", *(f"corr_{name}" for name in CORRUPTIONS)]
@@ -80,9 +80,9 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     if not root.is_dir():
         raise FileNotFoundError(f"report directory {root} does not exist (or is not a directory)")
     rows, problems, accounted = [], [], set()  # accounted: identities of jobs already listed
-    for path in sorted(root.rglob("result.json")):
+    for path in sorted(root.rglob(RESULT)):
         try:
-            record = json.loads(path.read_text())
+            record = read_record(path)
             row = _row(record, path, root)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             problems.append(Problem("corrupt", str(path), f"unreadable record ({type(e).__name__}: {e}); "
@@ -98,7 +98,7 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
                                     "(killed or still running); rerun the same command to resume"))
     for job_cfg in sorted(root.rglob(".hydra/config.yaml")):
         job = job_cfg.parent.parent
-        if not (job / "result.json").exists():
+        if not (job / RESULT).exists():
             problems.append(Problem("missing", str(job), "the job started but left no record "
                                     "(a config error, or killed before its first epoch)"))
             accounted |= _job_identity(job)

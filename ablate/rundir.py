@@ -23,13 +23,17 @@ RESULT, LAST, BEST, METRICS, LOCK = "result.json", "last.pt", "best.pt", "metric
 WEIGHTS, WEIGHTS_EMA = "model.safetensors", "model_ema.safetensors"
 RUN_FILES = (RESULT, LAST, BEST, METRICS, WEIGHTS, WEIGHTS_EMA)
 
-# the record's schema: what report and every reader may rely on (optional ones may be absent in old records)
+# The record's schema, defined once. A writer writes every field of RECORD_FIELDS (and FINISHED_FIELDS once the
+# run has finished); OPTIONAL_FIELDS only when measured. A reader may rely on REQUIRED_FIELDS (and "final" in a
+# finished record): every record since the first version holds them, so older runs stay readable.
 RECORD_FIELDS = ("status", "reason", "step", "regime", "seed", "identity_hash", "identity", "config", "params",
                  "gflops", "fvcore_gflops", "gflops_at_input", "lr", "augmentation", "pipeline", "epochs_planned",
                  "updates_planned", "device", "world_size", "provenance", "classes", "train_images",
                  "val_images", "epochs", "segments", "resumed_from_epoch")
 FINISHED_FIELDS = ("final", "best_top1", "wall_time_s", "train_time_s", "train_throughput")
 OPTIONAL_FIELDS = ("robustness",)
+REQUIRED_FIELDS = ("status", "step", "regime", "seed", "identity_hash", "config", "params", "gflops",
+                   "gflops_at_input", "provenance")
 # train.* settings that change a run's numerics; a resume under other values is refused unless asked
 NUMERIC_SETTINGS = ("precision", "channels_last")
 
@@ -71,10 +75,14 @@ def read_record(path: Path) -> dict:
     record = json.loads(Path(path).read_text())
     if not isinstance(record, dict):
         raise ValueError(f"{path} holds a JSON {type(record).__name__}, not a run record")
-    missing = [k for k in ("status", "config", "step", "identity_hash") if k not in record]
+    _require(record, REQUIRED_FIELDS + (("final",) if record.get("status") == "finished" else ()), path)
+    return record
+
+
+def _require(record: dict, fields: tuple[str, ...], path: Path) -> None:
+    missing = [k for k in fields if k not in record]
     if missing:
         raise ValueError(f"{path} lacks the record field(s) {', '.join(missing)}")
-    return record
 
 
 def check_run_dir(out: Path, identity_hash: str, identity: dict, overwrite: bool) -> dict | None:
@@ -141,4 +149,6 @@ def save_checkpoint(out: Path, state: dict, history_lines: list[dict], best: dic
 
 
 def write_record(out: Path, record: dict) -> None:
+    """Writes result.json; a record short of the schema is a bug in its writer and is never written."""
+    _require(record, RECORD_FIELDS + (FINISHED_FIELDS if record.get("status") == "finished" else ()), out / RESULT)
     atomic_write_json(out / RESULT, record)

@@ -125,3 +125,25 @@ def test_nonfinite_loss_in_the_first_epoch_says_there_is_no_checkpoint(tmp_path)
         train(run, tmp_path)
     assert json.loads((tmp_path / RESULT).read_text())["status"] == "failed"
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_record_schema_is_one_definition_for_writer_and_readers(tmp_path):
+    """train writes every schema field; report reads any record holding the required ones (older runs too) and
+    names what a record lacks; a writer short of the schema writes nothing."""
+    from ablate.report import collect
+    from ablate.rundir import FINISHED_FIELDS, RECORD_FIELDS, write_record
+    record = train(run_config(compose_config(["+step=baseline", *SMOKE])), tmp_path / "runs" / "ok")
+    assert set(RECORD_FIELDS) | set(FINISHED_FIELDS) <= set(record)
+    old = {k: v for k, v in record.items() if k not in ("segments", "pipeline", "resumed_from_epoch")}
+    (tmp_path / "runs" / "old").mkdir()
+    (tmp_path / "runs" / "old" / RESULT).write_text(json.dumps(old))  # as written before those fields existed
+    broken = {k: v for k, v in record.items() if k != "params"}
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / RESULT).write_text(json.dumps(broken))
+    rows, problems = collect(tmp_path / "runs")
+    assert sorted(rows.run_dir) == ["ok", "old"]
+    assert [(p.kind, p.path) for p in problems] == [("corrupt", str(tmp_path / "runs" / "broken" / RESULT))]
+    assert "lacks the record field(s) params" in problems[0].detail
+    with pytest.raises(ValueError, match=r"lacks the record field\(s\) final, best_top1"):
+        write_record(tmp_path / "new", {k: v for k, v in record.items() if k not in ("final", "best_top1")})
+    assert not (tmp_path / "new" / RESULT).exists()
