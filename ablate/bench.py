@@ -20,16 +20,13 @@ from typing import ClassVar, Literal
 import pandas as pd
 import timm
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from torch import nn
 
 from stages import Validated, build_net
 
 from .cli import Command
-from .config import CONF_DIR, ConfigError, expand_sweep, net_config, run_config
-from .io import atomic_write_text
-from .provenance import csv_header, provenance
+from .config import ConfigError, compose_jobs, net_config, run_config
+from .provenance import write_csv
 from .device import autocast, describe_device, pick_device
 
 
@@ -71,12 +68,8 @@ class BenchConfig(Validated):
 
 # ------------------------------------------------------------------------------------------ configs
 def compose_bench(overrides: list[str]) -> list:
-    """One composed config per step (conf/bench.yaml: the paper's widths): a +sweep=NAME expands to its jobs,
-    as Hydra's basic sweeper would."""
-    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        jobs = expand_sweep(compose("bench", overrides=fixed, return_hydra_config=True).hydra, overrides)
-        return [compose("bench", overrides=job) for job in jobs]
+    """One composed config per step (conf/bench.yaml: the paper's widths)."""
+    return compose_jobs(overrides, "bench")
 
 
 def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
@@ -290,7 +283,7 @@ def run(bench: BenchConfig, overrides: list[str]) -> pd.DataFrame:
         torch.set_num_threads(threads)
     table = pd.DataFrame(rows)
     out = Path(bench.out or f"outputs/bench/{dt.datetime.now():%Y-%m-%d_%H-%M-%S}.csv")
-    atomic_write_text(out, csv_header(provenance()) + table.to_csv(index=False, float_format="%.4g"))
+    write_csv(out, table)
     print(f"-> {out}")
     return table
 

@@ -20,9 +20,8 @@ from stages import Net, NetConfig, Validated, build_net
 
 from .cli import Command
 from .config import ConfigError, compose_config, net_config, step_overrides
-from .io import atomic_write_text
 from .paper import paper_table
-from .provenance import csv_header, provenance
+from .provenance import write_csv
 
 PAPER_OPS = ("conv", "linear", "addmm", "matmul")  # fvcore's names for conv + linear multiply-adds
 PAPER_NET = ["net.num_classes=1000", "net.width_multiplier=1.0"]  # ImageNet head, full width
@@ -91,7 +90,7 @@ def _print_table(options: ComplexityOptions, overrides: list[str]) -> None:
     shown = table.assign(params_M=table.params / 1e6).drop(columns=["params", "macs"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if options.out:
-        atomic_write_text(options.out, csv_header(provenance()) + table.to_csv(index=False, float_format="%.6f"))
+        write_csv(options.out, table, float_format="%.6f")
         print(f"wrote {options.out}")
 
 

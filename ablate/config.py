@@ -303,6 +303,14 @@ def expand_sweep(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]
     return [list(job) for job in itertools.product(*by_key.values())]
 
 
+def compose_jobs(overrides: list[str], config_name: str = "config") -> list[DictConfig]:
+    """One composed config per job of `python -m ablate -m OVERRIDES` (a +sweep=NAME expands to its jobs)."""
+    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs = expand_sweep(compose(config_name, overrides=fixed, return_hydra_config=True).hydra, overrides)
+        return [compose(config_name, overrides=job) for job in jobs]
+
+
 def step_overrides(step: str, regime: str = "r50", extra: list[str] = ()) -> list[str]:
     return [f"+step={step}", f"regime={regime}", *extra]
 

@@ -29,20 +29,17 @@ from typing import ClassVar
 
 import pandas as pd
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from stages import Validated
 
 from .bench import BenchConfig, make_runner
 from .cli import Command
 from .complexity import run_complexity
-from .config import CONF_DIR, ConfigError, RunConfig, expand_sweep, run_config
+from .config import ConfigError, RunConfig, compose_jobs, run_config
 from .corruptions import corruption_list
 from .data import make_loader
 from .device import pick_device
-from .io import atomic_write_text
-from .provenance import csv_header, provenance
+from .provenance import write_csv
 from .rundir import RESULT, read_record
 from .train import predict
 
@@ -72,14 +69,6 @@ class PlanOptions(Validated):
         self.require(self.warmup >= 0, "warmup", "an integer >= 0")
         for key in ("max_batch", "train_images", "val_images"):
             self.require(getattr(self, key) is None or getattr(self, key) >= 1, key, "null or a positive integer")
-
-
-def compose_jobs(overrides: list[str]) -> list:
-    """One composed run config per job, as `python -m ablate -m OVERRIDES` would run them."""
-    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        jobs = expand_sweep(compose("config", overrides=fixed, return_hydra_config=True).hydra, overrides)
-        return [compose("config", overrides=job) for job in jobs]
 
 
 # ------------------------------------------------------------------------------------------ measure
@@ -205,7 +194,7 @@ def run(options: PlanOptions, overrides: list[str]) -> pd.DataFrame:
         print(f"predicted/measured over {len(ratio)} finished jobs: median {ratio.median():.2f}, "
               f"range [{ratio.min():.2f}, {ratio.max():.2f}]")
     out = Path(options.out or f"outputs/plan/{time.strftime('%Y-%m-%d_%H-%M-%S')}.csv")
-    atomic_write_text(out, csv_header(provenance()) + table.to_csv(index=False, float_format="%.4g"))
+    write_csv(out, table)
     print(f"-> {out}")
     return table
 

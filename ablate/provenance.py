@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("torch", "torchvision", "timm", "hydra-core", "fvcore", "pandas", "numpy")
 
@@ -93,6 +95,11 @@ def provenance(command: str | None = None) -> dict:
         "versions": library_versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def write_csv(out, table, float_format: str = "%.4g") -> None:
+    """A table as CSV, opened by the provenance of the command that made it (written atomically)."""
+    atomic_write_text(out, csv_header(provenance()) + table.to_csv(index=False, float_format=float_format))
 
 
 def csv_header(prov: dict) -> str:
