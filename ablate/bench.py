@@ -9,12 +9,10 @@ provenance (`--help` lists the keys).
 """
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import pandas as pd
@@ -27,7 +25,7 @@ from stages import Validated, build_net
 from .cli import Command
 from .config import ConfigError, compose_jobs, net_config, run_config
 from .provenance import write_csv
-from .device import autocast, describe_device, pick_device
+from .device import autocast, describe_device, pick_device, torch_threads
 
 
 @dataclass(frozen=True)
@@ -274,17 +272,9 @@ def run(bench: BenchConfig, overrides: list[str]) -> pd.DataFrame:
         raise ConfigError(f"compare=timm: no step here ({', '.join(c.step.name for c in configs)}) has a timm "
                           f"model; steps with one: "
                           f"{', '.join(configs[0].regime.timm)} (regime={configs[0].regime.name})")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(bench.threads or threads)
-    try:
-        device = pick_device(bench.device, key="device")
-        rows = bench_rows(configs, bench, device)
-    finally:
-        torch.set_num_threads(threads)
-    table = pd.DataFrame(rows)
-    out = Path(bench.out or f"outputs/bench/{dt.datetime.now():%Y-%m-%d_%H-%M-%S}.csv")
-    write_csv(out, table)
-    print(f"-> {out}")
+    with torch_threads(bench.threads):
+        table = pd.DataFrame(bench_rows(configs, bench, pick_device(bench.device, key="device")))
+    write_csv(table, bench.out, "bench")
     return table
 
 

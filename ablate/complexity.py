@@ -90,8 +90,7 @@ def _print_table(options: ComplexityOptions, overrides: list[str]) -> None:
     shown = table.assign(params_M=table.params / 1e6).drop(columns=["params", "macs"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if options.out:
-        write_csv(options.out, table, float_format="%.6f")
-        print(f"wrote {options.out}")
+        write_csv(table, options.out, float_format="%.6f")
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """The device a run or a benchmark uses: which one, how records name it, and its mixed-precision context."""
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -16,6 +16,17 @@ def pick_device(requested: str, key: str = "train.device") -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's CPU threads set to n (None: unchanged) for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def describe_device(device: torch.device) -> str:

@@ -38,7 +38,7 @@ from .complexity import run_complexity
 from .config import ConfigError, RunConfig, compose_jobs, run_config
 from .corruptions import corruption_list
 from .data import make_loader
-from .device import pick_device
+from .device import pick_device, torch_threads
 from .provenance import write_csv
 from .rundir import RESULT, read_record
 from .train import predict
@@ -179,13 +179,8 @@ def _line(row: dict) -> str:
 def run(options: PlanOptions, overrides: list[str]) -> pd.DataFrame:
     configs = compose_jobs(overrides)
     device = pick_device(run_config(configs[0]).train.device)
-    threads = run_config(configs[0]).train.threads
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
+    with torch_threads(run_config(configs[0]).train.threads):
         table = pd.DataFrame(plan_rows(configs, options, device))
-    finally:
-        torch.set_num_threads(before)
     hours = table["device_hours"].sum()
     print(f"{len(table)} jobs: {hours:.2f} device-hours ({hours / options.devices:.2f} h one job at a time "
           f"on {options.devices} device(s))")
@@ -193,9 +188,7 @@ def run(options: PlanOptions, overrides: list[str]) -> pd.DataFrame:
         ratio = table["predicted_over_measured"].dropna()
         print(f"predicted/measured over {len(ratio)} finished jobs: median {ratio.median():.2f}, "
               f"range [{ratio.min():.2f}, {ratio.max():.2f}]")
-    out = Path(options.out or f"outputs/plan/{time.strftime('%Y-%m-%d_%H-%M-%S')}.csv")
-    write_csv(out, table)
-    print(f"-> {out}")
+    write_csv(table, options.out, "plan")
     return table
 
 
