@@ -1,6 +1,8 @@
 """Bad input: every case ends in one line that names the key or file and what is allowed, before any work,
 and leaves what was already in the run directory as it was. (The silent cases each trained the wrong
 experiment, or a nonsense one, and recorded it as finished before these checks.)"""
+import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -137,6 +139,17 @@ def test_bench_bad_input(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("module", ["report", "bench", "complexity", "robustness", "plan"])
+def test_every_command_lists_its_keys_and_an_example(module, capsys):
+    command = importlib.import_module(f"ablate.{module}")
+    with pytest.raises(SystemExit) as stop:
+        command.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m ablate.{module}") and "examples:\n  python -m ablate." in out
+    assert all(f"  {f.name}=" in out for f in dataclasses.fields(command.COMMAND.options))
 
 
 def test_complexity_bad_input(capsys):
