@@ -186,3 +186,10 @@ def test_delta_is_against_its_own_reference_or_empty():
     assert row.resolved and row.paired_seeds == 3
     assert row.paper_delta_top1 == pytest.approx(78.28 - 79.51)
     assert row.sign_agrees is not None and not row.sign_agrees  # ours +3, the paper -1.23
+
+
+def test_confidence_intervals_use_students_t():
+    from ablate.report import t_975
+    # scipy.stats.t.ppf(0.975, df) for df = 1, 2, 11, 29, 40, 120
+    exact = {1: 12.7062, 2: 4.3027, 11: 2.2010, 29: 2.0452, 40: 2.0211, 120: 1.9799}
+    assert all(t_975(df) == pytest.approx(t, abs=2e-3) for df, t in exact.items())
