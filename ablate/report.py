@@ -165,6 +165,11 @@ def paired_delta(done: pd.DataFrame, step: str, reference: str, metric: str = "t
     return {"delta": mean, "ci": half, "paired_seeds": len(common)}
 
 
+def _resolved(delta: dict) -> bool:
+    """Whether a delta's 95% CI excludes zero (never, without a CI)."""
+    return bool(abs(delta["delta"]) > delta["ci"]) if pd.notna(delta["ci"]) else False
+
+
 def step_reference(regime: str, index: int, explicit) -> str | None:
     """What a step is compared with: its own `step.reference` (leave-one-out, add-one-in), else the adopted
     step just before it in the paper's roadmap (move_up_dwconv for the kernel branches); never a step further
@@ -205,15 +210,20 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             {"delta": float("nan"), "ci": float("nan"), "paired_seeds": 0}
         paper_delta = paper_top1.get((r["regime"], r["step"]), float("nan")) - \
             paper_top1.get((r["regime"], r["reference"]), float("nan"))
-        rob = paired_delta(same, r["step"], r["reference"], "mca") if len(ref) else {"delta": float("nan"), "ci": float("nan")}
+        none = {"delta": float("nan"), "ci": float("nan")}
+        rob = paired_delta(same, r["step"], r["reference"], "mca") if len(ref) else none
+        # the drop relative to clean top-1 separates robustness from accuracy: mca rises with any clean gain
+        drop = paired_delta(same, r["step"], r["reference"], "relative_drop") if len(ref) else none
         mine = same[same.step == r["step"]]
         rows.append({
             "mca_mean": mine.mca.mean(), "mca_ci": mean_ci(mine.mca)[1], "relative_drop": mine.relative_drop.mean(),
             "delta_mca": rob["delta"], "delta_mca_ci": rob["ci"],
-            "mca_resolved": bool(abs(rob["delta"]) > rob["ci"]) if pd.notna(rob["ci"]) else False,
+            "mca_resolved": _resolved(rob),
+            "delta_relative_drop": drop["delta"], "delta_relative_drop_ci": drop["ci"],
+            "drop_resolved": _resolved(drop),
             "mce": mean_corruption_error(same, r["step"]),
             "delta_top1": d["delta"], "delta_top1_ci": d["ci"], "paired_seeds": d["paired_seeds"],
-            "resolved": bool(abs(d["delta"]) > d["ci"]) if pd.notna(d["ci"]) else False,
+            "resolved": _resolved(d),
             # add-one-in and leave-one-out nets may cost far more than their reference: show it beside the delta
             "params_vs_reference": r["params"] / ref.params.iloc[0] if len(ref) else float("nan"),
             "gflops_vs_reference": r["gflops"] / ref.gflops.iloc[0] if len(ref) else float("nan"),
@@ -495,6 +505,9 @@ def _print_report(result: dict) -> None:
     summary, problems = result["summary"], result["problems"]
     cols = ["step", "seeds", "top1_mean", "top1_std", "delta_top1", "delta_top1_ci", "resolved", "paper_delta_top1",
             "sign_agrees", "params", "gflops", "paper_top1"]
+    if summary.get("mca_mean", pd.Series(dtype=float)).notna().any():
+        cols += ["mca_mean", "delta_mca", "delta_mca_ci", "mce", "relative_drop", "delta_relative_drop",
+                 "delta_relative_drop_ci"]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(summary) else "no finished runs")
     for key, a in result["agreement"].items():
         print(f"{', '.join(map(str, key))}: Spearman rank correlation of {a['steps']} adopted deltas with the paper's "

@@ -193,3 +193,18 @@ def test_confidence_intervals_use_students_t():
     # scipy.stats.t.ppf(0.975, df) for df = 1, 2, 11, 29, 40, 120
     exact = {1: 12.7062, 2: 4.3027, 11: 2.2010, 29: 2.0452, 40: 2.0211, 120: 1.9799}
     assert all(t_975(df) == pytest.approx(t, abs=2e-3) for df, t in exact.items())
+
+
+def test_robustness_deltas_are_paired_over_seeds_like_top1():
+    """mca tracks clean accuracy; the relative drop separates robustness from it. Both get a paired delta and CI."""
+    from ablate.report import summarize
+    runs = _runs([("patchify_stem", 3, s, 50.0 + s) for s in range(3)] + [("depthwise", 4, s, 52.0 + s) for s in range(3)])
+    runs["mca"] = runs.top1 - 5 + [0, 0, 0, 1, 2, 3]
+    runs["relative_drop"] = (runs.top1 - runs.mca) / runs.top1
+    row = summarize(runs).set_index("step").loc["depthwise"]
+    # mca per seed: depthwise 48, 50, 52 against patchify_stem 45, 46, 47: differences 3, 4, 5
+    assert row.delta_mca == pytest.approx(4.0) and row.delta_mca_ci == pytest.approx(4.303 / 3 ** 0.5, rel=1e-3)
+    assert row.mca_resolved
+    drops = [(4 / 52 - 5 / 50), (3 / 53 - 5 / 51), (2 / 54 - 5 / 52)]
+    assert row.delta_relative_drop == pytest.approx(sum(drops) / 3)  # -0.041, seed spread 0.018
+    assert row.delta_relative_drop_ci == pytest.approx(0.0447, abs=1e-3) and not row.drop_resolved
