@@ -285,13 +285,14 @@ def _bars(ax, labels, values, errors, notes, adopted, color):
 def roadmap_figure(summary: pd.DataFrame, title: str | None = None):
     """Figure 2 of the paper, ours beside the paper's: a bar per step in roadmap order (top to bottom), the
     GFLOPs written on each, non-adopted branches hatched; ours with 95% CIs over seeds (where there are two or
-    more); a panel of each step's delta to its reference, ours (with CI) against the paper's; a throughput panel
-    when the runs measured it."""
+    more); a panel of each step's delta to its reference, ours (with CI) against the paper's; with robustness,
+    mean corruption top-1 and the delta of the relative corruption drop (with CI); a throughput panel when the
+    runs measured it."""
     s = summary.iloc[::-1]  # barh draws bottom-up; the roadmap reads top-down
     labels = [f"{r.step}" + ("" if r.adopted else " *") for r in s.itertuples()]
     speed = "bench_img_s" if "bench_img_s" in s and s.bench_img_s.notna().any() else "train_throughput"
     robust = "mca_mean" in s and s.mca_mean.notna().any()
-    panels = 3 + bool(s[speed].notna().any()) + robust
+    panels = 3 + bool(s[speed].notna().any()) + 2 * robust
     fig = Figure(figsize=(4.4 * panels, 0.38 * len(s) + 1.6))
     axes = fig.subplots(1, panels, sharey=True)
     _bars(axes[0], labels, list(s.top1_mean), list(s.top1_ci.fillna(0)),
@@ -310,6 +311,10 @@ def roadmap_figure(summary: pd.DataFrame, title: str | None = None):
               [f"mCE {m:.0f}" if pd.notna(m) else "" for m in s.mce], list(s.adopted), "tab:purple")
         axes[3].set_title("ours: mean corruption top-1 (%), 95% CI", fontsize=9)
         axes[3].set_xlabel("mCE relative to ResNet-50 (baseline = 100) on the bars", fontsize=8)
+        drop = s.assign(drop=100 * s.delta_relative_drop, drop_ci=100 * s.delta_relative_drop_ci)
+        _delta_panel(axes[4], drop, "drop", "drop_ci", None)
+        axes[4].set_title("delta of the relative corruption drop (% of clean top-1)", fontsize=9)
+        axes[4].set_xlabel("< 0: loses less of its accuracy to corruptions than its reference", fontsize=8)
     if s[speed].notna().any():
         ax = axes[-1]
         _bars(ax, labels, list(s[speed]), None, [""] * len(s), list(s.adopted), "tab:green")
