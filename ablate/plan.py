@@ -18,6 +18,7 @@ prediction.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -97,7 +98,7 @@ def measure(cfg, run: RunConfig, options: PlanOptions, device: torch.device) -> 
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     t = runner.training
     n = options.data_batches + 1
-    data_img_s = _images_per_s((b for b, _ in zip(t.loader, range(n))), lambda b: len(b[1]))
+    data_img_s = _images_per_s(itertools.islice(t.loader, n), lambda b: len(b[1]))
     eval_batch = runner.batch * 2  # as the run evaluates
     val = make_loader(t.data.val, range(min(len(t.data.val), n * eval_batch)), eval_batch, t.workers)
     eval_img_s = _images_per_s(predict(t.net, val, device, run.train.precision), lambda b: len(b[1]))
@@ -148,6 +149,9 @@ def plan_rows(configs: list, options: PlanOptions, device: torch.device) -> list
     cache, rows = {}, []
     for cfg in configs:
         run = run_config(cfg)
+        if (options.train_images or run.budget.batch_size) < run.budget.batch_size:  # the data's own: as training
+            raise ConfigError(f"train_images={options.train_images} is fewer than one batch (budget.batch_size="
+                              f"{run.budget.batch_size})")
         key = json.dumps({k: v for k, v in run.raw.items() if k != "seed"}, sort_keys=True)
         if key not in cache:  # seeds of one step share the measurement
             cache[key] = {**run_complexity(run.net, run.data.image_size), **measure(cfg, run, options, device)}

@@ -25,7 +25,7 @@ from stages import Net, build_net
 
 from .complexity import run_complexity
 from .cli import one_line
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import GlobalBatchSampler, Splits, build_datasets, default_workers, make_loader, shard
 from .device import autocast, describe_device, pick_device
 from .distributed import World, close_world, init_world, replica_divergence
@@ -252,7 +252,8 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
     data = build_datasets(run.data, run.augment, run.seed)
     updates_per_epoch = len(data.train) // run.budget.batch_size
     if updates_per_epoch == 0:
-        raise TrainingFailed(f"budget.batch_size={run.budget.batch_size} exceeds the {len(data.train)} training images")
+        raise ConfigError(f"budget.batch_size={run.budget.batch_size} exceeds the {len(data.train)} training images; "
+                          "choose a smaller batch or more data")
     torch.manual_seed(derive_seed(run.seed, "init"))  # same init on every process
     net = build_net(run.net, channels_last=run.train.channels_last).to(device)
     if run.train.sync_bn and world.size > 1:

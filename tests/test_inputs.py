@@ -182,3 +182,13 @@ def test_cli_misspelt_plus_key_in_a_sweep_stops_it(tmp_path):
     done = cli("-m", "+stpe=kernel,gelu", *SMOKE, f"hydra.sweep.dir={tmp_path}")
     assert done.returncode != 0 and "unknown top-level key(s) stpe" in done.stderr
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_a_batch_larger_than_the_data_is_named_before_training(tmp_path):
+    from ablate.plan import main
+    from ablate.train import train
+    with pytest.raises(ConfigError, match=r"^budget.batch_size=512 exceeds the 256 training images; choose a smaller"):
+        train(run_config(compose_config([*SMOKE, "budget.batch_size=512"])), tmp_path)
+    assert not (tmp_path / "result.json").exists()
+    assert main([*SMOKE, "train_images=16", f"out={tmp_path / 'p.csv'}"]) == 2  # fewer images than one batch
+    assert not (tmp_path / "p.csv").exists()
