@@ -149,7 +149,7 @@ def plan_rows(configs: list, options: PlanOptions, device: torch.device) -> list
     cache, rows = {}, []
     for cfg in configs:
         run = run_config(cfg)
-        if (options.train_images or run.budget.batch_size) < run.budget.batch_size:  # the data's own: as training
+        if options.train_images is not None and options.train_images < run.budget.batch_size:
             raise ConfigError(f"train_images={options.train_images} is fewer than one batch (budget.batch_size="
                               f"{run.budget.batch_size})")
         key = json.dumps({k: v for k, v in run.raw.items() if k != "seed"}, sort_keys=True)
