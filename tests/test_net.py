@@ -49,10 +49,11 @@ def test_endpoint_equals_timm(regime, step, timm_name, family):
     assert all(torch.equal(back[k], v) for k, v in ref.state_dict().items())
 
 
+@pytest.mark.parametrize("sizes", [(32,), pytest.param((64, 224), marks=pytest.mark.slow)], ids=["32", "64-224"])
 @pytest.mark.parametrize("step", R50_STEPS)
-def test_every_step_runs_forward_and_backward(step):
+def test_every_step_runs_forward_and_backward(step, sizes):
     net = step_net(step, extra=["net.num_classes=10"]).train()
-    for size in (32, 64, 224):
+    for size in sizes:
         x = torch.randn(2, 3, size, size)
         out = net(x)
         assert out.shape == (2, 10) and torch.isfinite(out).all()
@@ -65,7 +66,7 @@ def test_every_step_runs_forward_and_backward(step):
 @pytest.mark.parametrize("step", R50_STEPS)
 def test_every_step_trains_on_cpu(step):
     """A few AdamW steps on one fixed batch lower the loss (the net can fit data at all)."""
-    net = step_net(step, extra=["net.num_classes=4"]).train()
+    net = step_net(step, extra=["net.num_classes=4", "net.width_multiplier=0.25"]).train()  # quarter width: fast
     x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     losses = []
