@@ -6,7 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from ablate.config import compose_config, run_config
+from ablate.complexity import run_complexity
+from ablate.config import compose_config, net_config, run_config
 from ablate.plan import COMMAND, PlanOptions, estimate, run
 from ablate.train import RESULT, train
 
@@ -69,13 +70,16 @@ def test_bad_plan_input_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_plan_of_the_paper_budget_lists_every_roadmap_job(tmp_path):
-    """The embedded data standing in for ImageNet: 14 jobs at the paper's nets and batches, none trained."""
-    table = plan("+sweep=roadmap", "budget=paper", "max_batch=2", *TINY, "train_images=1281167",
+def test_plan_of_the_paper_budget_uses_each_recipes_batch_and_epochs(tmp_path):
+    """The embedded data standing in for ImageNet: the endpoints (classic and modern recipe) at the paper's nets,
+    batches and epochs, none trained. (results/plan/ holds the whole roadmap's plan.)"""
+    table = plan("+step=baseline,separate_downsampling", "budget=paper", "max_batch=2", *TINY, "train_images=1281167",
                  "val_images=50000", "devices=8", f"out={tmp_path / 'p.csv'}")
-    assert len(table) == 14 and table.step.is_unique
-    assert (table.per_device_batch == table.step.map(lambda s: 4096 // 8 if s != "baseline" else 256 // 8)).all()
+    assert list(table.step) == ["baseline", "separate_downsampling"]
+    assert list(table.per_device_batch) == [256 // 8, 4096 // 8] and list(table.epochs) == [90, 300]
+    assert list(table.updates) == [90 * (1281167 // 256), 300 * (1281167 // 4096)]
     assert (table.measured_batch == 2).all() and table.fits.all()
-    assert (table.epochs == table.step.map(lambda s: 300 if s != "baseline" else 90)).all()
     assert (table.device_hours > 0).all() and table.peak_mem_mib.isna().all()  # CPU: memory is not measured
+    convnext_t = run_complexity(net_config(compose_config(["+step=separate_downsampling", "budget=paper"])), 32)
+    assert table.loc[1, "gflops"] == convnext_t["gflops"]  # the paper-convention FLOPs of ablate.complexity
     assert not list(tmp_path.glob("**/result.json"))
