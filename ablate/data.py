@@ -10,6 +10,7 @@ whatever the worker count, the number of processes or an interruption:
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -406,7 +407,7 @@ def build_datasets(data, recipe, seed: int) -> Splits:
     pipeline = resolve_pipeline(data, recipe)
     if data.kind == "synthetic":
         # the data seed is fixed (not the run seed): every run sees the same dataset
-        xs, ys = synthetic_images(data.train_size + data.val_size, data.image_size, data.num_classes, data.seed)
+        xs, ys = _synthetic_dataset(data.train_size + data.val_size, data.image_size, data.num_classes, data.seed)
         train = _subset(data.train_size, data.train_subset, data.seed)
         val = data.train_size + _subset(data.val_size, data.val_subset, data.seed)
         arrays = {"train": (xs[train], ys[train]), "val": (xs[val], ys[val])}
@@ -424,6 +425,13 @@ def build_datasets(data, recipe, seed: int) -> Splits:
 
 
 _DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _synthetic_dataset(n: int, size: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """synthetic_images, made once per process for a sweep's jobs (at 224 px, a minute each); callers index
+    copies out of it and never write to it."""
+    return synthetic_images(n, size, num_classes, seed)
 
 
 def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
