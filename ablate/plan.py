@@ -182,8 +182,9 @@ def _line(row: dict) -> str:
 
 def run(options: PlanOptions, overrides: list[str]) -> pd.DataFrame:
     configs = compose_jobs(overrides)
-    device = pick_device(run_config(configs[0]).train.device)
-    with torch_threads(run_config(configs[0]).train.threads):
+    train = run_config(configs[0]).train  # how to run is the same for every job of one command
+    device = pick_device(train.device)
+    with torch_threads(train.threads):
         table = pd.DataFrame(plan_rows(configs, options, device))
     hours = table["device_hours"].sum()
     print(f"{len(table)} jobs: {hours:.2f} device-hours ({hours / options.devices:.2f} h one job at a time "
