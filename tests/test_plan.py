@@ -42,8 +42,12 @@ def test_plan_measures_each_step_once_and_sets_finished_runs_beside_it(tmp_path)
     assert len(written) == 4 and (tmp_path / "p.csv").read_text().startswith("# command:")
 
 
-def test_estimate_follows_the_stated_model():
-    run = run_config(compose_config(["+experiment=cifar10_proxy", "budget.epochs=8", "eval.corruptions=cifar10c"]))
+def test_estimate_follows_the_stated_model(tmp_path):
+    # the estimate reads no image: an empty ImageFolder root stands in for CIFAR-10, which a clone lacks
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+    run = run_config(compose_config(["+experiment=cifar10_proxy", f"data.root={tmp_path}", "budget.epochs=8",
+                                     "eval.corruptions=cifar10c"]))
     m = {"train_img_s": 1000.0, "data_img_s": 4000.0, "eval_img_s": 5000.0, "workers": 0, "ema": False,
          "train_images": 50000, "val_images": 10000}
     one = estimate(run, m, PlanOptions())
