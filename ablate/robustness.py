@@ -30,7 +30,7 @@ from .cli import Command
 from .config import ConfigError, EvalConfig, RunConfig, run_config
 from .corruptions import NOT_MADE, corrupt, corruption_list
 from .data import BatchedImages, ImageDataset, build_datasets, load_image
-from .device import pick_device
+from .device import pick_device, torch_threads
 from .io import atomic_write_bytes
 from .rundir import RESULT, WEIGHTS, RunDirLock, read_record, write_record
 
@@ -154,23 +154,27 @@ def run_dirs(root: Path) -> list[Path]:
 def add_to_runs(root: str, options: RobustnessOptions, overrides: list[str]) -> None:
     eval_cfg = EvalConfig(corruptions=options.corruptions, severities=options.severities, subset=options.subset,
                           batch_size=options.batch_size, cache_dir=options.cache_dir)
-    if options.threads:
-        torch.set_num_threads(options.threads)
     device = pick_device(options.device, key="device")
-    for out in run_dirs(Path(root)):
-        record = read_record(out / RESULT)
-        if record["status"] != "finished" or not (out / WEIGHTS).exists():
-            print(f"{out}: skipped ({record['status']}{'' if (out / WEIGHTS).exists() else ', no weights'})")
-            continue
-        if not wanted(record, eval_cfg):
-            print(f"{out}: has it (mean corruption top-1 {record['robustness']['mean_corruption_top1']:.2f})")
-            continue
-        raw = {**record["config"], "eval": json.loads(json.dumps(eval_cfg.__dict__, default=list))}
-        run = run_config(OmegaConf.create(raw))
-        with RunDirLock(out):
-            r = add_to_record(out, run, device)["robustness"]
-        print(f"{out}: clean {r['clean_top1']:.2f}, mean corruption top-1 {r['mean_corruption_top1']:.2f} "
-              f"({r['time_s']:.0f} s)")
+    with torch_threads(options.threads):
+        for out in run_dirs(Path(root)):
+            add_to_run(out, eval_cfg, device)
+
+
+def add_to_run(out: Path, eval_cfg: EvalConfig, device) -> None:
+    """One run directory: skipped when unfinished, without weights, or already evaluated as asked."""
+    record = read_record(out / RESULT)
+    if record["status"] != "finished" or not (out / WEIGHTS).exists():
+        print(f"{out}: skipped ({record['status']}{'' if (out / WEIGHTS).exists() else ', no weights'})")
+        return
+    if not wanted(record, eval_cfg):
+        print(f"{out}: has it (mean corruption top-1 {record['robustness']['mean_corruption_top1']:.2f})")
+        return
+    raw = {**record["config"], "eval": json.loads(json.dumps(eval_cfg.__dict__, default=list))}
+    run = run_config(OmegaConf.create(raw))
+    with RunDirLock(out):
+        r = add_to_record(out, run, device)["robustness"]
+    print(f"{out}: clean {r['clean_top1']:.2f}, mean corruption top-1 {r['mean_corruption_top1']:.2f} "
+          f"({r['time_s']:.0f} s)")
 
 
 COMMAND = Command(

@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from ablate import corruptions
@@ -105,7 +106,9 @@ def test_robustness_command_adds_the_fields_to_a_finished_run(tmp_path, capsys):
     from ablate.robustness import main
     train(run_config(compose_config(["+step=baseline", *SMOKE])), tmp_path / "run")
     argv = [str(tmp_path), "corruptions=[snow]", "severities=[2]", "subset=32", "cache_dir=null"]
-    assert main(argv) == 0
+    threads = torch.get_num_threads()
+    assert main([*argv, f"threads={threads + 1}"]) == 0
+    assert torch.get_num_threads() == threads  # the caller's threads are restored
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["robustness"]["corruptions"] == ["snow"] and record["status"] == "finished"
     assert main(argv) == 0 and "has it" in capsys.readouterr().out  # not evaluated twice
