@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: no global state, any backend; notebooks display the figures
 from omegaconf import OmegaConf
 
@@ -370,6 +371,7 @@ def budget_figure(summary: pd.DataFrame, title: str | None = None):
     steps = list(dict.fromkeys(summary.sort_values("step_index", kind="stable").step))
     fig = Figure(figsize=(12, 0.32 * len(steps) + 3))
     left, right = fig.subplots(1, 2)
+    left.set_prop_cycle(color=colormaps["tab20"].colors)  # 14 steps: no colour used twice
     for step, part in summary.groupby("step", sort=False):
         part = part.sort_values("budget_epochs")
         left.errorbar(part.budget_epochs, part.top1_mean, yerr=part.top1_ci.fillna(0), marker="o", ms=3,
