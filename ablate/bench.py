@@ -24,8 +24,10 @@ from stages import Validated, build_net
 
 from .cli import Command
 from .config import ConfigError, compose_jobs, net_config, run_config
-from .provenance import write_csv
 from .device import autocast, describe_device, pick_device, torch_threads
+from .distributed import World
+from .engine import TrainingState, build_training, train_step
+from .provenance import write_csv
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,10 @@ RUN_MODES = ("step", "e2e")  # measured on the run's own training loop (ours onl
 
 
 class EndToEndRunner(Runner):
-    """The run's own training step (ablate.train.train_step) at the bench's batch, fed by its own data loader
+    """The run's own training step (ablate.engine.train_step) at the bench's batch, fed by its own data loader
     (e2e) or repeating one batch (step)."""
 
     def __init__(self, cfg, mode: str, bench: BenchConfig, device: torch.device, batch: int):
-        from .distributed import World
-        from .train import TrainingState, build_training
         run = run_config(cfg)
         self.bench, self.device, self.batch = bench, device, batch
         self.mode = mode
@@ -153,7 +153,6 @@ class EndToEndRunner(Runner):
             self.epoch += 1
 
     def step(self) -> None:
-        from .train import train_step
         self.training.model.train()
         x, y = self.fixed if self.fixed is not None else next(self.batches)
         train_step(self.training, self.state, x, y, last_micro=True)

@@ -1,7 +1,7 @@
 """python -m ablate.plan [+step=NAME | +sweep=NAME] [seed=0,1,2] [budget=...] [data=...] [train.*=...] [KEY=VALUE]
 
 What a sweep will cost on this machine, before it is run. For every distinct job (seeds share a measurement)
-it measures, with the run's own objects (data, net, loss, optimizer, schedule: ablate.train.build_training):
+it measures, with the run's own objects (data, net, loss, optimizer, schedule: ablate.engine.build_training):
   - training images/s of one device: the run's train step on a fixed batch at the per-device batch (halved on
     out-of-memory: the largest batch that fits, and the budget.accum_steps that keeps the global batch);
   - images/s of the data pipeline alone (the run's loader at its train.workers), and whether the job is data-bound;
@@ -40,9 +40,9 @@ from .config import ConfigError, RunConfig, compose_jobs, run_config
 from .corruptions import corruption_list
 from .data import make_loader
 from .device import pick_device, torch_threads
+from .engine import predict
 from .provenance import write_csv
 from .rundir import RESULT, read_record
-from .train import predict
 
 CPU_MAX_BATCH = 256  # a CPU plan measures at most this per-device batch (a paper batch at 224 px would take
 # minutes per step); images/s is taken as flat beyond it
@@ -115,7 +115,7 @@ def estimate(run: RunConfig, m: dict, options: PlanOptions) -> dict:
     train_images = options.train_images or m["train_images"]
     val_images = options.val_images or m["val_images"]
     updates_per_epoch = train_images // run.budget.batch_size
-    updates = max(1, round(run.budget.epochs * updates_per_epoch))  # as ablate.train.build_schedule
+    updates = max(1, round(run.budget.epochs * updates_per_epoch))  # as ablate.engine.build_schedule
     epochs = math.ceil(updates / updates_per_epoch)
     images = updates * run.budget.batch_size / options.devices  # per device
     compute_s, data_s = images / m["train_img_s"], images / m["data_img_s"]

@@ -97,11 +97,13 @@ def provenance(command: str | None = None) -> dict:
     }
 
 
-def write_csv(table, out: str | Path | None, command: str = "", float_format: str = "%.4g") -> Path:
-    """A table as CSV, opened by the provenance of the command that made it (written atomically); with no `out`,
-    a new file outputs/COMMAND/DATE_TIME.csv. Prints and returns the path."""
+def write_csv(table, out: str | Path | None, command: str = "", float_format: str = "%.4g",
+              prov: dict | None = None) -> Path:
+    """A table as CSV, opened by the provenance of the command that made it (`prov`: one shared by several
+    tables), written atomically; with no `out`, a new file outputs/COMMAND/DATE_TIME.csv. Prints and returns
+    the path."""
     path = Path(out or f"outputs/{command}/{dt.datetime.now():%Y-%m-%d_%H-%M-%S}.csv")
-    atomic_write_text(path, csv_header(provenance()) + table.to_csv(index=False, float_format=float_format))
+    atomic_write_text(path, csv_header(prov or provenance()) + table.to_csv(index=False, float_format=float_format))
     print(f"-> {path}")
     return path
 

@@ -25,9 +25,9 @@ from stages import Validated
 from .cli import Command
 from .config import ConfigError, compose_config, expand_sweep, identity_hash
 from .corruptions import CORRUPTIONS
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes
 from .paper import paper_table
-from .provenance import csv_header, provenance
+from .provenance import provenance, write_csv
 from .rundir import RESULT, read_record
 
 SETTING = ["regime", "data", "image_size", "budget", "budget_epochs", "width_multiplier"]
@@ -441,10 +441,6 @@ def _save_figure(fig, path: Path) -> None:
         atomic_write_bytes(path.parent / f"{path.name}.{ext}", buf.getvalue())  # names may hold dots (x0.25)
 
 
-def _write_csv(path: Path, table: pd.DataFrame, header: str) -> None:
-    atomic_write_text(path, header + table.to_csv(index=False, float_format="%.6g"))
-
-
 def with_bench(summary: pd.DataFrame, bench_csv: str | Path, mode: str = "train") -> pd.DataFrame:
     """Adds `ablate.bench` images/s (one mode) per step, for the figure's speed panel."""
     bench = pd.read_csv(bench_csv, comment="#")
@@ -467,15 +463,14 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
         raise FileNotFoundError(f"bench={bench} does not exist; expected a CSV written by python -m ablate.bench")
     runs, problems = collect(root)
     out.mkdir(parents=True, exist_ok=True)
-    header = csv_header(provenance())
+    prov = provenance()  # one for the three tables
     summary = summarize(runs)
     problems += missing_references(summary)
     if bench is not None:
         summary = with_bench(summary, bench)
-    _write_csv(out / "runs.csv", runs, header)
-    _write_csv(out / "summary.csv", summary, header)
-    _write_csv(out / "problems.csv", pd.DataFrame([p.__dict__ for p in problems], columns=["kind", "path", "detail"]),
-               header)
+    problem_table = pd.DataFrame([p.__dict__ for p in problems], columns=["kind", "path", "detail"])
+    for name, table in (("runs", runs), ("summary", summary), ("problems", problem_table)):
+        write_csv(table, out / f"{name}.csv", float_format="%.6g", prov=prov)
     settings = list(summary.groupby(SETTING, sort=False))
     for key, part in settings:
         suffix = "" if len(settings) == 1 else "-" + "-".join(str(k) for k in key)

@@ -7,7 +7,8 @@ import torch
 
 from ablate.config import compose_config, run_config
 from ablate.distributed import World
-from ablate.train import RESULT, build_training, train
+from ablate.engine import build_training
+from ablate.train import RESULT, train
 
 from helpers import SMOKE, cli
 from test_plan import TINY, plan

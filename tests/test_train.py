@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import ablate.train as train_module
+import ablate.engine as engine
 from ablate.config import ConfigError, compose_config, run_config
 from ablate.data import DataError, build_datasets
 from ablate.train import LAST, RESULT, RunDirConflict, TrainingFailed, train
@@ -151,7 +151,7 @@ def test_folder_data_trains_streamed(tmp_path):
 
 
 def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = train_module.build_loss
+    real = engine.build_loss
     calls = {"n": 0}
 
     def poisoned(run):
@@ -162,7 +162,7 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tmp_path, monkeyp
             return criterion(logits, target) * (float("nan") if calls["n"] > 8 else 1.0)
         return mixup, loss
 
-    monkeypatch.setattr(train_module, "build_loss", poisoned)
+    monkeypatch.setattr(engine, "build_loss", poisoned)
     with pytest.raises(TrainingFailed, match="non-finite loss"):
         train(smoke_run("gelu"), tmp_path)
     result = json.loads((tmp_path / RESULT).read_text())
