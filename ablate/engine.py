@@ -3,6 +3,7 @@ built together (`build_training`), one optimizer update (`train_step`) and evalu
 these through a run; `ablate.bench` and `ablate.plan` time the same objects, so they measure what a run does."""
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -146,6 +147,9 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
         scheduler.step_update(state.update)
     model = net
     if world.size > 1:
+        # A 1x1 conv's gradient can come back channels_last-strided on its two size-1 dims: the same memory order
+        # as DDP's bucket, which DDP's exact stride check still reports as a slow layout.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if run.train.compile:
         model = torch.compile(model)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ablate.bench import COMMAND, BenchConfig, build_models, compose_bench, main, run
-from stages.port import from_timm
+from stages import from_timm
 
 
 TINY = ["image_size=32", "batch_size=2", "iters=1", "repeats=2", "warmup=1", "threads=1"]

@@ -1,6 +1,7 @@
 """The module layout: the network knows nothing of the toolkit, lower-level modules never import higher ones,
 no import cycle, no private Hydra API. Imports are read from the source (those inside functions too)."""
 import ast
+import functools
 
 import pytest
 
@@ -35,6 +36,7 @@ def imports(path) -> set[str]:
     return names
 
 
+@functools.cache
 def graph(package: str) -> dict[str, set[str]]:
     """{module: the modules of `package` it imports}."""
     files = sorted((ROOT / package).glob("*.py"))
