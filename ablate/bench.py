@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 import pandas as pd
 import timm
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from stages import Validated, build_net
@@ -67,9 +68,22 @@ class BenchConfig(Validated):
 
 
 # ------------------------------------------------------------------------------------------ configs
-def compose_bench(overrides: list[str]) -> list:
-    """One composed config per step (conf/bench.yaml: the paper's widths)."""
-    return compose_jobs(overrides, "bench")
+def compose_bench(overrides: list[str]) -> dict[str, DictConfig]:
+    """One composed config per job (conf/bench.yaml: the paper's widths), by its name (`job_names`)."""
+    configs = compose_jobs(overrides, "bench")
+    return dict(zip(job_names(configs), configs))
+
+
+def job_names(configs: list[DictConfig]) -> list[str]:
+    """Each job's name: its step, and where jobs share a step (`net.pointwise_impl=conv,linear`), the values
+    that tell them apart, so that no job's numbers stand under another's name."""
+    flat = pd.json_normalize([OmegaConf.to_container(c, resolve=True) for c in configs]).astype(str)
+    names = []
+    for i, cfg in enumerate(configs):
+        same = flat[[c.step.name == cfg.step.name for c in configs]]
+        varying = [k for k in same.columns if same[k].nunique() > 1]
+        names.append(" ".join([cfg.step.name, *(f"{k}={flat.at[i, k]}" for k in varying)]))
+    return names
 
 
 def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
@@ -200,10 +214,10 @@ def measure(models: dict, bench: BenchConfig, device: torch.device, modes: dict,
     return {"speeds": speeds, "memory": memory, "batch": {k: r.batch for k, r in runners.items()}}
 
 
-def bench_rows(configs: list, bench: BenchConfig, device: torch.device) -> list[dict]:
-    """Every step's net (and its timm reference, if compared) measured together, one mode at a time; e2e in
+def bench_rows(configs: dict[str, DictConfig], bench: BenchConfig, device: torch.device) -> list[dict]:
+    """Every job's net (and its timm reference, if compared) measured together, one mode at a time; e2e in
     the same rotation as train (ours only), so their ratio compares like with like."""
-    models = {(cfg.step.name, name): model for cfg in configs for name, model in build_models(cfg, bench).items()}
+    models = {(job, name): model for job, cfg in configs.items() for name, model in build_models(cfg, bench).items()}
     training_modes = [m for m in ("train", *RUN_MODES) if m in bench.modes]
     rotations = [[m] for m in bench.modes if m not in training_modes] + ([training_modes] if training_modes else [])
     rows = []
@@ -212,16 +226,16 @@ def bench_rows(configs: list, bench: BenchConfig, device: torch.device) -> list[
         keyed = {(*key, mode): model for mode in modes for key, model in models.items()
                  if mode not in RUN_MODES or key[1] == "ours"}
         result = measure(keyed, bench, device, {k: k[2] for k in keyed},
-                         {(cfg.step.name, "ours", mode): cfg for cfg in configs for mode in RUN_MODES})
+                         {(job, "ours", mode): cfg for job, cfg in configs.items() for mode in RUN_MODES})
         for mode in modes:
             per_mode = {k: {key[:2]: v for key, v in d.items() if key[2] == mode} for k, d in result.items()}
-            for cfg in configs:
-                rows.append(_row(cfg, bench, device, mode, per_mode))
+            for job, cfg in configs.items():
+                rows.append(_row(job, cfg, bench, device, mode, per_mode))
                 if mode == "e2e":
                     for other in ("train", "step"):
                         if other in modes:
-                            rows[-1].update(_ratio(f"e2e_over_{other}", per_mode["speeds"][cfg.step.name, "ours"],
-                                                   result["speeds"][cfg.step.name, "ours", other]))
+                            rows[-1].update(_ratio(f"e2e_over_{other}", per_mode["speeds"][job, "ours"],
+                                                   result["speeds"][job, "ours", other]))
                 print(_line(rows[-1]), flush=True)
     return rows
 
@@ -232,26 +246,26 @@ def _ratio(name: str, a: list[float], b: list[float]) -> dict:
     return {name: statistics.median(ratios), f"{name}_min": min(ratios), f"{name}_max": max(ratios)}
 
 
-def _row(cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict) -> dict:
-    step = cfg.step.name
-    ours = result["speeds"][step, "ours"]
-    row = {"regime": cfg.regime.name, "step": step, "step_index": cfg.step.index, "adopted": cfg.step.adopted,
+def _row(job: str, cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict) -> dict:
+    ours = result["speeds"][job, "ours"]
+    row = {"regime": cfg.regime.name, "step": cfg.step.name, "job": job, "step_index": cfg.step.index,
+           "adopted": cfg.step.adopted,
            "mode": mode, "device": describe_device(device), "precision": bench.precision,
            "channels_last": bench.ours_channels_last, "compile": bench.compile,
-           "image_size": bench.image_size, "batch_size": result["batch"][step, "ours"],
+           "image_size": bench.image_size, "batch_size": result["batch"][job, "ours"],
            "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats, "iters": bench.iters,
            "img_s": statistics.median(ours), "img_s_min": min(ours), "img_s_max": max(ours),
-           "peak_mem_mib": result["memory"][step, "ours"]}
-    for (other_step, name), ref in result["speeds"].items():
-        if other_step == step and name != "ours":  # at most one: the step's timm reference
+           "peak_mem_mib": result["memory"][job, "ours"]}
+    for (other_job, name), ref in result["speeds"].items():
+        if other_job == job and name != "ours":  # at most one: the step's timm reference
             row.update({"timm_model": name, "timm_channels_last": bool(bench.channels_last),
-                        "timm_img_s": statistics.median(ref), "timm_peak_mem_mib": result["memory"][step, name],
+                        "timm_img_s": statistics.median(ref), "timm_peak_mem_mib": result["memory"][job, name],
                         **_ratio("ratio", ours, ref)})
     return row
 
 
 def _line(row: dict) -> str:
-    text = (f"{row['step']:>22} {row['mode']:>5} {row['image_size']}px b{row['batch_size']}: "
+    text = (f"{row['job']:>22} {row['mode']:>5} {row['image_size']}px b{row['batch_size']}: "
             f"{row['img_s']:8.1f} img/s")
     for other in ("train", "step"):
         if f"e2e_over_{other}" in row:
@@ -265,12 +279,12 @@ def _line(row: dict) -> str:
 
 def run(bench: BenchConfig, overrides: list[str]) -> pd.DataFrame:
     configs = compose_bench(overrides)
-    for cfg in configs:  # the sizes training accepts, and no other
+    for cfg in configs.values():  # the sizes training accepts, and no other
         net_config(cfg).check_input_size(bench.image_size, key="image_size")
-    if bench.compare == "timm" and not any(cfg.step.name in cfg.regime.timm for cfg in configs):
-        raise ConfigError(f"compare=timm: no step here ({', '.join(c.step.name for c in configs)}) has a timm "
-                          f"model; steps with one: "
-                          f"{', '.join(configs[0].regime.timm)} (regime={configs[0].regime.name})")
+    first = next(iter(configs.values()))
+    if bench.compare == "timm" and not any(cfg.step.name in cfg.regime.timm for cfg in configs.values()):
+        raise ConfigError(f"compare=timm: no step here ({', '.join(configs)}) has a timm model; steps with one: "
+                          f"{', '.join(first.regime.timm)} (regime={first.regime.name})")
     with torch_threads(bench.threads):
         table = pd.DataFrame(bench_rows(configs, bench, pick_device(bench.device, key="device")))
     write_csv(table, bench.out, "bench")

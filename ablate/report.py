@@ -441,15 +441,26 @@ def _save_figure(fig, path: Path) -> None:
         atomic_write_bytes(path.parent / f"{path.name}.{ext}", buf.getvalue())  # names may hold dots (x0.25)
 
 
-def with_bench(summary: pd.DataFrame, bench_csv: str | Path, mode: str = "train") -> pd.DataFrame:
-    """Adds `ablate.bench` images/s (one mode) per step, for the figure's speed panel."""
+def read_bench(bench_csv: str | Path, mode: str = "train") -> pd.DataFrame:
+    """The rows of one mode of an `ablate.bench` CSV, one per step, or an error naming the file."""
+    if not Path(bench_csv).is_file():
+        raise FileNotFoundError(f"bench={bench_csv} does not exist; expected a CSV written by python -m ablate.bench")
     bench = pd.read_csv(bench_csv, comment="#")
     bench = bench[bench["mode"] == mode]
     if bench.empty:
-        raise ValueError(f"{bench_csv} has no {mode!r} rows; run ablate.bench with modes=[{mode}]")
+        raise ConfigError(f"bench={bench_csv} has no {mode!r} rows; run ablate.bench with modes=[{mode}]")
+    doubled = sorted(set(bench.step[bench.duplicated(["regime", "step"])]))
+    if doubled:
+        raise ConfigError(f"bench={bench_csv} has several {mode!r} jobs of {', '.join(doubled)}; give the report a "
+                          "CSV with one job per step")
+    return bench
+
+
+def with_bench(summary: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
+    """Adds `ablate.bench` images/s (rows of `read_bench`) per step, for the figure's speed panel."""
     setting = [f"{r.image_size}px, batch {r.batch_size}, width x{r.width_multiplier:g}, {r.device}, {r.precision}"
                for r in bench.itertuples()]
-    bench = bench.assign(bench_img_s=bench.img_s, bench_mode=mode, bench_setting=setting)
+    bench = bench.assign(bench_img_s=bench.img_s, bench_mode=bench["mode"], bench_setting=setting)
     return summary.merge(bench[["regime", "step", "bench_img_s", "bench_mode", "bench_setting"]],
                          on=["regime", "step"], how="left")
 
@@ -459,8 +470,7 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
     out = Path(out or root)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out={out} is a file; expected a directory for the report")
-    if bench is not None and not Path(bench).is_file():
-        raise FileNotFoundError(f"bench={bench} does not exist; expected a CSV written by python -m ablate.bench")
+    bench = read_bench(bench) if bench is not None else None  # refused before any work
     runs, problems = collect(root)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance()  # one for the three tables

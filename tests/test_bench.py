@@ -30,7 +30,7 @@ def test_bench_compares_with_timm_and_writes_a_csv(tmp_path):
 
 def test_bench_measures_the_same_networks_as_timm():
     for step, name in (("baseline", "resnet50"), ("separate_downsampling", "convnext_tiny")):
-        cfg = compose_bench([f"+step={step}"])[0]
+        (cfg,) = compose_bench([f"+step={step}"]).values()
         models = build_models(cfg, BenchConfig(compare="timm"))
         ours, ref = models["ours"], models[name]
         assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
@@ -52,12 +52,23 @@ def test_bench_measures_the_same_networks_as_timm():
             assert not torch.allclose(ours(x), outputs[0], rtol=1e-3, atol=1e-3)
 
 
+def test_jobs_of_one_step_keep_their_own_numbers(tmp_path):
+    """Two settings of one step are two jobs, each named by what tells it apart (once, both rows carried the
+    last job's numbers under the step's name)."""
+    jobs = compose_bench(["+step=separate_downsampling", "net.pointwise_impl=conv,linear", "seed=0"])
+    assert list(jobs) == ["separate_downsampling net.pointwise_impl=conv",
+                          "separate_downsampling net.pointwise_impl=linear"]
+    table = bench("+step=separate_downsampling", "net.pointwise_impl=conv,linear", "modes=[infer]", *TINY,
+                  "budget.width_multiplier=0.25", f"out={tmp_path / 'b.csv'}")
+    assert list(table.job) == list(jobs) and list(table.step) == ["separate_downsampling"] * 2
+    assert table.img_s.nunique() == 2  # measured apart
+
+
 def test_bench_expands_a_sweep_and_names_bad_input(capsys):
-    assert [c.step.name for c in compose_bench(["+sweep=kernels"])] == [
-        "move_up_dwconv", "kernel_5", "kernel", "kernel_9", "kernel_11"]
+    assert list(compose_bench(["+sweep=kernels"])) == ["move_up_dwconv", "kernel_5", "kernel", "kernel_9", "kernel_11"]
     endpoints = compose_bench(["+step=baseline,separate_downsampling", "net.kernel_size=5"])
-    assert [c.step.name for c in endpoints] == ["baseline", "separate_downsampling"]
-    assert {c.net.kernel_size for c in endpoints} == {5}
+    assert list(endpoints) == ["baseline", "separate_downsampling"]
+    assert {c.net.kernel_size for c in endpoints.values()} == {5}
     assert main(["+step=gelu", "compare=timm"]) == 2
     err = capsys.readouterr().err
     assert "gelu" in err and "baseline, separate_downsampling" in err

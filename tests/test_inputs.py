@@ -4,6 +4,7 @@ experiment, or a nonsense one, and recorded it as finished before these checks.)
 import dataclasses
 import importlib
 
+import pandas as pd
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -119,6 +120,21 @@ def test_report_refuses_a_file_as_out(tmp_path):
     (tmp_path / "a_file").write_text("keep me")
     assert main([str(tmp_path), f"out={tmp_path / 'a_file'}"]) == 2
     assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([("baseline", "infer")], "has no 'train' rows; run ablate.bench with modes=[train]"),
+    ([("baseline", "train"), ("baseline", "train")], "has several 'train' jobs of baseline; give the report a CSV "
+                                                      "with one job per step"),
+])
+def test_report_refuses_a_bench_csv_it_cannot_read_one_number_per_step_from(tmp_path, capsys, rows, message):
+    from ablate.report import main
+    bench = tmp_path / "bench.csv"
+    pd.DataFrame([{"regime": "r50", "step": s, "mode": m, "img_s": 1.0} for s, m in rows]).to_csv(bench, index=False)
+    assert main([str(tmp_path), f"bench={bench}"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: bench={bench} {message}" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.csv"]  # refused before writing anything
 
 
 def test_report_reads_a_directory_whose_name_holds_equals_signs(tmp_path):
