@@ -22,6 +22,7 @@ def plan(*argv: str) -> pd.DataFrame:
     return run(options, overrides)
 
 
+@pytest.mark.slow  # trains a run, then measures two steps end to end
 def test_plan_measures_each_step_once_and_sets_finished_runs_beside_it(tmp_path):
     runs = tmp_path / "runs"
     finished = train(run_config(compose_config(["+step=baseline", *SMOKE])), runs / "baseline")

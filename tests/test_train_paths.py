@@ -66,6 +66,7 @@ def test_compiled_training_matches_eager(tmp_path):
     _close_to(eager, tmp_path / "compiled", compiled, loss_tol=1e-3, weight_tol=1e-3)
 
 
+@pytest.mark.slow  # trains four runs end to end
 def test_training_loop_reads_back_from_the_device_per_epoch_not_per_step(tmp_path, monkeypatch):
     """`.item()` is a host synchronisation (it serialises a CUDA step): the loop calls it a fixed number of times
     per epoch (the end-of-epoch loss check and sums), however many updates the epoch has."""
