@@ -21,10 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from stages import Validated, build_net
+from stages import Net, Validated, build_net
 
 from .cli import Command
-from .config import ConfigError, compose_jobs, net_config, run_config
+from .autotune import pick_forms
+from .config import ConfigError, TrainConfig, compose_jobs, net_config, run_config
 from .device import autocast, describe_device, pick_device, torch_threads
 from .distributed import World
 from .engine import TrainingState, build_training, train_step
@@ -33,13 +34,13 @@ from .provenance import write_csv
 
 @dataclass(frozen=True)
 class BenchConfig(Validated):
-    """The bench's own keys (python -m ablate.bench --help); the nets come from the run config's overrides."""
+    """The bench's own keys (python -m ablate.bench --help). The nets, and how each runs in every mode (precision,
+    layout, compile, layer forms), come from each job's run config: `train.precision=bf16`, `train.compile=true`,
+    `train.pointwise_form=conv,auto` (a sweep of two jobs, measured in one rotation)."""
     PREFIX: ClassVar[str] = ""
     ERROR: ClassVar[type[Exception]] = ConfigError
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool | None = None  # None: each model's own layout (ours NHWC, timm's NCHW); else both
-    compile: bool = False
+    timm_channels_last: bool = False    # timm's reference in NHWC (its own layout is NCHW)
     image_size: int = 224
     batch_size: int = 32
     num_classes: int = 1000
@@ -55,16 +56,16 @@ class BenchConfig(Validated):
     out: str | None = None
 
     def check(self) -> None:
-        self.require(bool(self.modes), "modes", "a non-empty list of infer, train")
+        self.require(bool(self.modes), "modes", "a non-empty list of infer, train, step, e2e")
         for key in ("image_size", "batch_size", "num_classes", "iters", "repeats"):
             self.require(getattr(self, key) >= 1, key, "a positive integer")
         self.require(self.warmup >= 0, "warmup", "an integer >= 0")
         self.require(self.threads is None or self.threads >= 1, "threads", "null or a positive integer")
 
-    @property
-    def ours_channels_last(self) -> bool:
-        """Ours runs NHWC, its default, unless channels_last=false puts both models in NCHW."""
-        return self.channels_last is not False
+
+def job_settings(cfg: DictConfig) -> TrainConfig:
+    """How a job runs, in every mode: its run config's train.* (validated)."""
+    return TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -75,7 +76,7 @@ def compose_bench(overrides: list[str]) -> dict[str, DictConfig]:
 
 
 def job_names(configs: list[DictConfig]) -> list[str]:
-    """Each job's name: its step, and where jobs share a step (`net.pointwise_impl=conv,linear`), the values
+    """Each job's name: its step, and where jobs share a step (`train.pointwise_form=conv,linear`), the values
     that tell them apart, so that no job's numbers stand under another's name."""
     flat = pd.json_normalize([OmegaConf.to_container(c, resolve=True) for c in configs]).astype(str)
     names = []
@@ -89,7 +90,7 @@ def job_names(configs: list[DictConfig]) -> list[str]:
 def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
     """Ours and, with compare=timm, the timm reference of this step (the endpoints have one) at the same width."""
     net = net_config(cfg).replace(num_classes=bench.num_classes)
-    models = {"ours": build_net(net, channels_last=bench.ours_channels_last)}
+    models = {"ours": build_net(net, channels_last=job_settings(cfg).channels_last)}
     name = cfg.regime.timm.get(cfg.step.name)
     if bench.compare == "timm" and name is not None:
         if net.width_multiplier != 1.0:
@@ -101,19 +102,26 @@ def build_models(cfg, bench: BenchConfig) -> dict[str, nn.Module]:
 
 # ------------------------------------------------------------------------------------------ measure
 class Runner:
-    """One model ready to run one mode (infer or train) at a batch size; `block()` times `iters` iterations."""
+    """One model ready to run one mode (infer or train) at a batch size, as its job's train.* says (precision,
+    compile, layer forms; ours in the job's layout, timm's in its own unless timm_channels_last=true);
+    `block()` times `iters` iterations."""
 
-    def __init__(self, model: nn.Module, mode: str, bench: BenchConfig, device: torch.device, batch: int):
+    def __init__(self, model: nn.Module, mode: str, bench: BenchConfig, device: torch.device, batch: int,
+                 settings: TrainConfig):
         self.bench, self.device, self.mode, self.batch = bench, device, mode, batch
-        # channels_last=true converts model and input, as timm's benchmark.py --channels-last
-        fmt = torch.channels_last if bench.channels_last else torch.contiguous_format
+        self.precision = settings.precision
+        ours = isinstance(model, Net)
+        nhwc = settings.channels_last if ours else bench.timm_channels_last
+        fmt = torch.channels_last if nhwc else torch.contiguous_format  # model and input, as timm's --channels-last
         self.model = model.to(device, memory_format=fmt).train(mode == "train")
-        self.fn = torch.compile(self.model) if bench.compile else self.model
         size = bench.image_size
+        self.forms = pick_forms(model, {"pointwise": settings.pointwise_form, "layer_norm": settings.layer_norm_form},
+                                (batch, 3, size, size), device, settings.precision, training=mode == "train",
+                                cache_path=settings.forms_cache) if ours else None
+        self.fn = torch.compile(self.model) if settings.compile else self.model
         self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, bench.num_classes, (batch,), device=device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-6) if mode == "train" else None
-        self.precision = bench.precision
 
     def step(self) -> None:
         if self.mode == "infer":
@@ -150,10 +158,11 @@ class EndToEndRunner(Runner):
     (e2e) or repeating one batch (step)."""
 
     def __init__(self, cfg, mode: str, bench: BenchConfig, device: torch.device, batch: int):
-        run = run_config(cfg)
+        run = run_config(cfg)  # its train.* is job_settings(cfg): the same settings as the job's other modes
         self.bench, self.device, self.batch = bench, device, batch
         self.mode = mode
         self.training = build_training(run, device, World(), batch)
+        self.forms = self.training.forms
         self.state = TrainingState()
         self.epoch = 0
         self.batches = self._batches()
@@ -176,15 +185,18 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e)
 
 
-def make_runner(model, mode, bench, device, cfg=None) -> Runner:
+def make_runner(model, mode, bench, device, cfg) -> Runner:
     """A runner at the largest batch <= bench.batch_size that fits (halving on out-of-memory, as timm's
-    benchmark decays the batch), after its first warm-up (compilation happens there)."""
+    benchmark decays the batch), after its first warm-up. `setup_s` is the wall time from building it to the end
+    of that warm-up: the layer-form trials, and compilation with train.compile=true, which happens there."""
     batch = bench.batch_size
     while True:
         try:
+            start = time.perf_counter()
             runner = (EndToEndRunner(cfg, mode, bench, device, batch) if mode in RUN_MODES
-                      else Runner(model, mode, bench, device, batch))
+                      else Runner(model, mode, bench, device, batch, job_settings(cfg)))
             runner.block(bench.warmup)
+            runner.setup_s = time.perf_counter() - start
             return runner
         except (RuntimeError, torch.OutOfMemoryError) as e:
             if not _is_oom(e) or batch == 1:
@@ -195,8 +207,8 @@ def make_runner(model, mode, bench, device, cfg=None) -> Runner:
 
 def measure(models: dict, bench: BenchConfig, device: torch.device, modes: dict, configs: dict) -> dict:
     """Alternates all the (model, mode) pairs block by block, so a drift in machine speed hits every one alike;
-    returns per-pair images/s of every block, the batch it ran and its peak memory (CUDA: its own, above what
-    the other models held). modes: {key: mode} for each key of models."""
+    returns per-pair images/s of every block, the batch it ran, its peak memory (CUDA: its own, above what
+    the other models held) and its layer forms. modes, configs: each key's mode and job config."""
     runners, memory = {}, {}
     for model in models.values():
         model.to("cpu")  # on the device only while its own runner is made: its memory is counted once
@@ -204,14 +216,15 @@ def measure(models: dict, bench: BenchConfig, device: torch.device, modes: dict,
         if device.type == "cuda":
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-        runners[key] = make_runner(model, modes[key], bench, device, configs.get(key))
+        runners[key] = make_runner(model, modes[key], bench, device, configs[key])
         memory[key] = ((torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda"
                        else float("nan"))
     speeds = {key: [] for key in models}
     for _ in range(bench.repeats):
         for key, runner in runners.items():
             speeds[key].append(runner.block(warmup=1))
-    return {"speeds": speeds, "memory": memory, "batch": {k: r.batch for k, r in runners.items()}}
+    return {"speeds": speeds, "memory": memory, "batch": {k: r.batch for k, r in runners.items()},
+            "forms": {k: r.forms for k, r in runners.items()}, "setup_s": {k: r.setup_s for k, r in runners.items()}}
 
 
 def bench_rows(configs: dict[str, DictConfig], bench: BenchConfig, device: torch.device) -> list[dict]:
@@ -225,8 +238,7 @@ def bench_rows(configs: dict[str, DictConfig], bench: BenchConfig, device: torch
         torch.manual_seed(0)
         keyed = {(*key, mode): model for mode in modes for key, model in models.items()
                  if mode not in RUN_MODES or key[1] == "ours"}
-        result = measure(keyed, bench, device, {k: k[2] for k in keyed},
-                         {(job, "ours", mode): cfg for job, cfg in configs.items() for mode in RUN_MODES})
+        result = measure(keyed, bench, device, {k: k[2] for k in keyed}, {k: configs[k[0]] for k in keyed})
         for mode in modes:
             per_mode = {k: {key[:2]: v for key, v in d.items() if key[2] == mode} for k, d in result.items()}
             for job, cfg in configs.items():
@@ -248,20 +260,38 @@ def _ratio(name: str, a: list[float], b: list[float]) -> dict:
 
 def _row(job: str, cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict) -> dict:
     ours = result["speeds"][job, "ours"]
+    settings = job_settings(cfg)
     row = {"regime": cfg.regime.name, "step": cfg.step.name, "job": job, "step_index": cfg.step.index,
            "adopted": cfg.step.adopted,
-           "mode": mode, "device": describe_device(device), "precision": bench.precision,
-           "channels_last": bench.ours_channels_last, "compile": bench.compile,
+           "mode": mode, "device": describe_device(device), "precision": settings.precision,
+           "channels_last": settings.channels_last, "compile": settings.compile,
+           "pointwise_form": settings.pointwise_form, "layer_norm_form": settings.layer_norm_form,
+           "forms": _forms_used(result["forms"][job, "ours"]),
            "image_size": bench.image_size, "batch_size": result["batch"][job, "ours"],
            "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats, "iters": bench.iters,
            "img_s": statistics.median(ours), "img_s_min": min(ours), "img_s_max": max(ours),
-           "peak_mem_mib": result["memory"][job, "ours"]}
+           "setup_s": result["setup_s"][job, "ours"], "peak_mem_mib": result["memory"][job, "ours"]}
     for (other_job, name), ref in result["speeds"].items():
         if other_job == job and name != "ours":  # at most one: the step's timm reference
-            row.update({"timm_model": name, "timm_channels_last": bool(bench.channels_last),
+            row.update({"timm_model": name, "timm_channels_last": bench.timm_channels_last,
                         "timm_img_s": statistics.median(ref), "timm_peak_mem_mib": result["memory"][job, name],
                         **_ratio("ratio", ours, ref)})
     return row
+
+
+def _forms_used(forms: dict) -> str:
+    """The forms the layers ran in, e.g. `pointwise: conv 4, linear 32`: counted from the settings and trials."""
+    parts = []
+    for kind, chosen in forms.items():
+        if "trials" not in chosen:
+            parts.append(f"{kind}: {chosen['setting']} (all)")
+        else:
+            counts = {}
+            for trial in chosen["trials"]:
+                counts[trial["choice"]] = counts.get(trial["choice"], 0) + trial["layers"]
+            if counts:
+                parts.append(f"{kind}: " + ", ".join(f"{form} {n}" for form, n in sorted(counts.items())))
+    return "; ".join(parts)
 
 
 def _line(row: dict) -> str:
@@ -279,12 +309,19 @@ def _line(row: dict) -> str:
 
 def run(bench: BenchConfig, overrides: list[str]) -> pd.DataFrame:
     configs = compose_bench(overrides)
-    for cfg in configs.values():  # the sizes training accepts, and no other
+    for cfg in configs.values():  # the sizes training accepts, and no other; every job's settings, before any runs
         net_config(cfg).check_input_size(bench.image_size, key="image_size")
+        job_settings(cfg)
     first = next(iter(configs.values()))
     if bench.compare == "timm" and not any(cfg.step.name in cfg.regime.timm for cfg in configs.values()):
         raise ConfigError(f"compare=timm: no step here ({', '.join(configs)}) has a timm model; steps with one: "
                           f"{', '.join(first.regime.timm)} (regime={first.regime.name})")
+    if any(job_settings(cfg).compile for cfg in configs.values()):
+        # every job's net is compiled in this one process: more graphs than dynamo keeps by default (8), past which
+        # it would silently run the rest eagerly
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 8 * len(configs))
+        torch._dynamo.config.accumulated_cache_size_limit = max(
+            torch._dynamo.config.accumulated_cache_size_limit, 16 * len(configs))
     with torch_threads(bench.threads):
         table = pd.DataFrame(bench_rows(configs, bench, pick_device(bench.device, key="device")))
     write_csv(table, bench.out, "bench")

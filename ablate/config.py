@@ -17,6 +17,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError
 
 from stages import NetConfig, Validated
+from stages.forms import AUTO, FORMS
 
 from .corruptions import corruption_list
 
@@ -175,6 +176,10 @@ class TrainConfig(RunConfigPart):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = True          # the net's activation layout (NHWC); outputs agree to rounding
     compile: bool = False
+    # each tunable layer's form (stages/forms.py): one for all, or `auto`, a timed trial on this machine
+    pointwise_form: Literal[(AUTO, *FORMS["pointwise"])] = AUTO
+    layer_norm_form: Literal[(AUTO, *FORMS["layer_norm"])] = AUTO
+    forms_cache: str | None = "~/.cache/ablate/forms.json"  # the `auto` trials' results (null: memory only)
     sync_bn: bool = False               # SyncBatchNorm across processes (CUDA only)
     overwrite: bool = False             # retrain even if this directory holds a finished or different run
     threads: int | None = None          # torch CPU threads (null = torch's default)

@@ -17,6 +17,7 @@ from torch import nn
 
 from stages import Net, build_net
 
+from .autotune import pick_forms
 from .config import ConfigError, RunConfig
 from .data import GlobalBatchSampler, Splits, build_datasets, default_workers, make_loader, shard
 from .device import autocast
@@ -120,6 +121,7 @@ class Training:
     micro: int                          # per-process batch of one forward pass
     workers: int
     total_updates: int
+    forms: dict                         # each tunable layer kind's setting and, for `auto`, its trials
 
 
 def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict | None = None,
@@ -132,6 +134,9 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
                           "choose a smaller batch or more data")
     torch.manual_seed(derive_seed(run.seed, "init"))  # same init on every process
     net = build_net(run.net, channels_last=run.train.channels_last).to(device)
+    forms = pick_forms(net, {"pointwise": run.train.pointwise_form, "layer_norm": run.train.layer_norm_form},
+                       (micro, run.net.in_chans, run.data.image_size, run.data.image_size), device,
+                       run.train.precision, training=True, cache_path=run.train.forms_cache)
     if run.train.sync_bn and world.size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     ema = ModelEmaV3(net, decay=run.recipe.ema_decay) if run.recipe.ema_decay else None
@@ -158,7 +163,7 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
     loader = make_loader(data.train, sampler, micro, workers, pin_memory=device.type == "cuda")
     mixup, criterion = build_loss(run)
     return Training(run, net, model, ema, optimizer, scheduler, scaler, data, sampler, loader, mixup, criterion,
-                    device, world, micro, workers, total_updates)
+                    device, world, micro, workers, total_updates, forms)
 
 
 def train_step(t: Training, state: TrainingState, x: torch.Tensor, y: torch.Tensor, last_micro: bool):

@@ -87,8 +87,8 @@ def measure(cfg, run: RunConfig, options: PlanOptions, device: torch.device) -> 
     """Train, data and evaluation images/s of one job on one device, and the batch that fits."""
     micro = run.per_process_batch(options.devices)
     cap = options.max_batch or (micro if device.type == "cuda" else CPU_MAX_BATCH)
-    bench = BenchConfig(device=device.type, precision=run.train.precision, channels_last=run.train.channels_last,
-                        compile=run.train.compile, image_size=run.data.image_size, batch_size=min(micro, cap),
+    # the job runs as its own train.* says (precision, layout, compile, forms): the bench reads them from cfg
+    bench = BenchConfig(device=device.type, image_size=run.data.image_size, batch_size=min(micro, cap),
                         warmup=options.warmup, iters=options.iters)
     if device.type == "cuda":
         torch.cuda.empty_cache()

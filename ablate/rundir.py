@@ -35,7 +35,7 @@ OPTIONAL_FIELDS = ("robustness",)
 REQUIRED_FIELDS = ("status", "step", "regime", "seed", "identity_hash", "config", "params", "gflops",
                    "gflops_at_input", "provenance")
 # train.* settings that change a run's numerics; a resume under other values is refused unless asked
-NUMERIC_SETTINGS = ("precision", "channels_last")
+NUMERIC_SETTINGS = ("precision", "channels_last", "pointwise_form", "layer_norm_form")
 
 
 class RunDirConflict(RuntimeError):
@@ -130,7 +130,8 @@ def load_checkpoint(out: Path, identity_hash: str, device) -> dict | None:
 
 
 def check_resume_settings(segments: list[dict], train: dict, allow_change: bool) -> None:
-    """Refuse to continue a run under another precision or layout unless train.allow_setting_change=true."""
+    """Refuse to continue a run under another precision, layout or layer form unless
+    train.allow_setting_change=true."""
     if not segments or allow_change:
         return
     before = segments[-1]["train"]

@@ -78,7 +78,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
     epochs = math.ceil(t.total_updates / (len(t.data.train) // run.budget.batch_size))
     state.segments.append({"from_epoch": state.epoch, "to_epoch": None, "train": run.raw["train"],
                            "device": describe_device(device), "world_size": world.size,
-                           "provenance": provenance()})
+                           "forms": t.forms, "provenance": provenance()})
     record = {
         "status": "running", "reason": None, "step": run.step, "regime": run.regime, "seed": run.seed,
         "identity_hash": run.identity_hash, "identity": run.identity, "config": run.raw,

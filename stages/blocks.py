@@ -34,7 +34,6 @@ class Block(nn.Module):
         hidden = out_chs * cfg.expansion if inverted else out_chs // cfg.expansion
         first = cfg.spatial_conv_position == "first"
         all_norms, all_acts = cfg.block_norms == "all", cfg.block_activations == "all"
-        linear = cfg.uses_linear_pointwise
 
         # channels in and out of each conv, in execution order
         if first:
@@ -52,9 +51,8 @@ class Block(nn.Module):
         spatial_groups = spatial_io[0] if cfg.depthwise else 1
         self.spatial = ConvNormAct(*spatial_io, cfg.kernel_size, stride=stride, groups=spatial_groups,
                                    norm=cfg.norm, act=act_after("spatial"))
-        self.pw1 = ConvNormAct(*pw1_io, norm=cfg.norm if all_norms else None, act=act_after("pw1"),
-                               linear=linear)
-        self.pw2 = ConvNormAct(*pw2_io, norm=cfg.norm if all_norms else None, linear=linear)
+        self.pw1 = ConvNormAct(*pw1_io, norm=cfg.norm if all_norms else None, act=act_after("pw1"))
+        self.pw2 = ConvNormAct(*pw2_io, norm=cfg.norm if all_norms else None)
         self.order = ("spatial", "pw1", "pw2") if first else ("pw1", "spatial", "pw2")
 
         self.layer_scale = LayerScale(out_chs, cfg.layer_scale_init) if cfg.layer_scale_init else None

@@ -46,10 +46,7 @@ class NetConfig(Validated):
     # kaiming: timm ResNet (fan-out normal, last BN of each branch zeroed); trunc_normal: ConvNeXt (std .02)
     num_classes: int = 1000
     in_chans: int = 3
-    # --- speed only: never changes parameters, FLOPs or outputs
-    pointwise_impl: Literal["auto", "conv", "linear"] = "auto"
-    # conv: 1x1 Conv2d; linear: Linear on the NHWC view (timm ConvNeXt's layout); auto: conv, which oneDNN runs
-    # faster than Linear on the CPU (results/bench/). Same params and outputs (to rounding) either way.
+    # How layers run (1x1 conv or Linear, LayerNorm forms) is not the network: stages/forms.py.
 
     def check(self) -> None:
         self.require(len(self.depths) >= 1 and all(d >= 1 for d in self.depths), "depths",
@@ -75,10 +72,6 @@ class NetConfig(Validated):
         """Channels of the residual stream (the block outputs) of each stage."""
         base = [_scaled(self.width * 2**i, self.width_multiplier) for i in range(len(self.depths))]
         return tuple(w * self.expansion for w in base) if self.block == "bottleneck" else tuple(base)
-
-    @property
-    def uses_linear_pointwise(self) -> bool:
-        return self.pointwise_impl == "linear"
 
     @property
     def total_stride(self) -> int:

@@ -1,38 +1,43 @@
-"""Norm and activation layers chosen by name, for NCHW tensors or for NHWC ("channels last dim") tensors.
-
-Every variant of one norm has the same parameters and buffers, so a state_dict moves freely between the
-conv (NCHW) and linear (NHWC) execution of the pointwise layers.
-"""
+"""Norm and activation layers chosen by name, for NCHW tensors (in either memory layout)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .forms import FORMS
+
 LAYER_NORM_EPS = 1e-6  # ConvNeXt's value
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of each position of an NCHW tensor."""
+    """LayerNorm over the channels of each position of an NCHW tensor, in one of two forms (stages/forms.py):
+    `permute`, F.layer_norm on the NHWC view (no copy when the memory is channels_last), or `mean_var`, the
+    statistics over dim 1 as ConvNeXt's channels-first code computes them."""
+    form_kind = "layer_norm"
+
+    def __init__(self, channels: int, eps: float = LAYER_NORM_EPS):
+        super().__init__(channels, eps=eps)
+        self.form = FORMS[self.form_kind][0]
+
+    def signature(self) -> str:
+        return f"LayerNorm2d({self.normalized_shape[0]})"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "mean_var":
+            mean = x.mean(1, keepdim=True)
+            var = (x - mean).pow(2).mean(1, keepdim=True)
+            x = (x - mean) * torch.rsqrt(var + self.eps)
+            return x * self.weight[:, None, None] + self.bias[:, None, None]
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
 
-class BatchNormLastDim(nn.BatchNorm2d):
-    """BatchNorm2d applied to an NHWC tensor (same parameters and statistics as on NCHW)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-
-
-def make_norm(kind: str, channels: int, channels_last_dim: bool = False) -> nn.Module:
+def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
-        return BatchNormLastDim(channels) if channels_last_dim else nn.BatchNorm2d(channels)
+        return nn.BatchNorm2d(channels)
     if kind == "layer":
-        cls = nn.LayerNorm if channels_last_dim else LayerNorm2d
-        return cls(channels, eps=LAYER_NORM_EPS)
+        return LayerNorm2d(channels)
     raise ValueError(f"unknown norm {kind!r}; choose one of: batch, layer")
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ablate.bench import COMMAND, BenchConfig, build_models, compose_bench, main, run
-from stages import from_timm
+from stages import Net, from_timm
 
 
 TINY = ["image_size=32", "batch_size=2", "iters=1", "repeats=2", "warmup=1", "threads=1"]
@@ -55,13 +55,34 @@ def test_bench_measures_the_same_networks_as_timm():
 def test_jobs_of_one_step_keep_their_own_numbers(tmp_path):
     """Two settings of one step are two jobs, each named by what tells it apart (once, both rows carried the
     last job's numbers under the step's name)."""
-    jobs = compose_bench(["+step=separate_downsampling", "net.pointwise_impl=conv,linear", "seed=0"])
-    assert list(jobs) == ["separate_downsampling net.pointwise_impl=conv",
-                          "separate_downsampling net.pointwise_impl=linear"]
-    table = bench("+step=separate_downsampling", "net.pointwise_impl=conv,linear", "modes=[infer]", *TINY,
+    jobs = compose_bench(["+step=separate_downsampling", "train.pointwise_form=conv,linear", "seed=0"])
+    assert list(jobs) == ["separate_downsampling train.pointwise_form=conv",
+                          "separate_downsampling train.pointwise_form=linear"]
+    table = bench("+step=separate_downsampling", "train.pointwise_form=conv,linear", "modes=[infer]", *TINY,
                   "budget.width_multiplier=0.25", f"out={tmp_path / 'b.csv'}")
     assert list(table.job) == list(jobs) and list(table.step) == ["separate_downsampling"] * 2
     assert table.img_s.nunique() == 2  # measured apart
+    assert ["pointwise: conv (all)" in table.forms[0], "pointwise: linear (all)" in table.forms[1]] == [True, True]
+
+
+def test_every_mode_runs_with_the_precision_its_row_names(monkeypatch, tmp_path):
+    """A bf16 row ran under bf16 autocast in every mode (the e2e rows once ran in fp32 under a bf16 label)."""
+    seen = []
+
+    def record(module, args):
+        if isinstance(module, Net):
+            seen.append((module.training, torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        table = bench("+step=separate_downsampling", "train.precision=bf16", "modes=[infer,train,step,e2e]", *TINY,
+                      "budget.width_multiplier=0.25", "num_classes=10", f"out={tmp_path / 'b.csv'}")
+    finally:
+        handle.remove()
+    assert list(table["mode"]) == ["infer", "train", "step", "e2e"] and set(table.precision) == {"bf16"}
+    # every forward of our net, in all four modes (and the layer-form probes)
+    assert {dtype for _, dtype in seen} == {torch.bfloat16}
+    assert sum(not training for training, _ in seen) >= 2 and sum(training for training, _ in seen) >= 3 * 2
 
 
 def test_bench_expands_a_sweep_and_names_bad_input(capsys):

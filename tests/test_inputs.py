@@ -148,7 +148,8 @@ def test_report_reads_a_directory_whose_name_holds_equals_signs(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["batch_size=abc"], "batch_size='abc' is not allowed; expected an integer"),
     (["+step=patchify_stem", "image_size=100"], "image_size=100 does not fit the net"),
-    (["precision=fp8"], "precision='fp8' is not allowed; choose one of: fp32, bf16, fp16"),
+    (["train.precision=fp8"], "train.precision='fp8' is not allowed; choose one of: fp32, bf16, fp16"),
+    (["train.pointwise_form=fast"], "train.pointwise_form='fast' is not allowed; choose one of: auto, conv, linear"),
 ])
 def test_bench_bad_input(argv, message, capsys):
     from ablate.bench import main

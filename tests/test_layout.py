@@ -13,7 +13,7 @@ LEVELS = [
     {"provenance", "data"},
     {"corruptions"},
     {"config"},
-    {"device", "cli", "rundir", "complexity"},
+    {"device", "cli", "rundir", "complexity", "autotune"},
     {"engine", "robustness"},
     {"train", "bench", "report"},
     {"plan", "__main__"},

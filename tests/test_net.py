@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from stages import from_timm, to_timm
+from stages.forms import FORMS, forms_in_use, set_forms
 
 from helpers import R50_STEPS, step_net
 
@@ -80,22 +81,24 @@ def test_every_step_trains_on_cpu(step):
 
 
 @pytest.mark.parametrize("step", ["baseline", "fewer_norms", "layer_norm", "separate_downsampling"])
-def test_speed_only_options_change_nothing(step):
-    """pointwise_impl (1x1 conv vs NHWC Linear) and the activation layout (NCHW vs NHWC): same params, same
-    state_dict, same outputs."""
-    conv = step_net(step, extra=["net.pointwise_impl=conv"], channels_last=False).eval()
-    linear = step_net(step, extra=["net.pointwise_impl=linear"]).eval()
-    assert {k: v.shape for k, v in conv.state_dict().items()} == {k: v.shape for k, v in linear.state_dict().items()}
-    _randomize_norm_stats(conv)
-    linear.load_state_dict(conv.state_dict())
-    nhwc_conv = step_net(step, extra=["net.pointwise_impl=conv"]).eval()
-    nhwc_conv.load_state_dict(conv.state_dict())
+def test_layer_forms_and_layout_change_nothing_but_rounding(step):
+    """Every form of every tunable layer (1x1 conv vs NHWC Linear, the LayerNorm forms) and the activation
+    layout (NCHW vs NHWC): same params, same state_dict, same outputs."""
+    reference_net = step_net(step, channels_last=False).eval()
+    _randomize_norm_stats(reference_net)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        reference = conv(x)
-        # equal up to float32 summation order (observed ~1e-6 of the output scale)
-        for other in (linear(x), nhwc_conv(x)):
-            assert (other - reference).abs().max() <= 1e-5 * reference.abs().max()
+        reference = reference_net(x)
+    for kind, forms in FORMS.items():
+        for form in forms:
+            for channels_last in (False, True):
+                net = step_net(step, channels_last=channels_last).eval()
+                net.load_state_dict(reference_net.state_dict())
+                set_forms(net, kind, form)
+                assert forms_in_use(net).get(kind, {form: 0}).keys() == {form}
+                with torch.no_grad():
+                    # equal up to float32 summation order (observed ~1e-6 of the output scale)
+                    assert (net(x) - reference).abs().max() <= 1e-5 * reference.abs().max(), (kind, form)
 
 
 def test_drop_path_and_layer_scale_follow_the_recipe():

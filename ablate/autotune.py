@@ -1,0 +1,174 @@
+"""`auto` forms: each tunable layer's form (stages/forms.py) picked by a short timed trial on the machine that
+runs it, as cudnn.benchmark picks convolution algorithms. A trial times every form of one layer on an input of
+that layer's shape (forward and backward when training, interleaved, the best of a few blocks); layers that
+share a signature and a shape share one trial. Choices are cached on disk per (device model, torch version,
+threads, precision, layout, mode, layer, shape), so a machine pays for a trial once."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stages.forms import AUTO, FORMS, set_forms, tunable_layers
+
+from .device import autocast
+from .io import atomic_write_json
+from .provenance import cpu_model
+
+TRIAL_WARMUP = 2     # untimed calls of each form (first-call allocation, oneDNN primitive creation)
+TRIAL_BLOCKS = 3     # timed blocks per form, interleaved across forms; the fastest block counts
+TRIAL_ITERS = 3      # calls per block
+# a LayerNorm follows some pointwise convs: its form is chosen first, so the pointwise trial runs the chosen one
+TUNING_ORDER = ("layer_norm", "pointwise")
+
+
+def pick_forms(net: nn.Module, requested: dict[str, str], input_shape: tuple[int, ...], device: torch.device,
+               precision: str, training: bool, cache_path: str | None) -> dict:
+    """Sets the form of every tunable layer of `net`: the requested one, or with `auto` the fastest in a trial.
+    Returns what the record keeps: per kind, the setting and, for `auto`, each trial (signature, input shape,
+    how many layers, timings in ms, the choice, and whether it came from the cache)."""
+    cache = FormCache(cache_path)
+    chosen = {}
+    for kind in TUNING_ORDER:
+        form = requested[kind]
+        if form != AUTO:
+            set_forms(net, kind, form)
+            chosen[kind] = {"setting": form}
+            continue
+        trials = []
+        for (signature, shape, layout), layers in _group_layers(net, kind, input_shape, device, precision).items():
+            key = cache.key(device, precision, training, kind, signature, shape, layout)
+            entry = cache.get(key, kind)
+            cached = entry is not None
+            if not cached:
+                entry = _trial(layers[0], shape, layout, device, precision, training)
+                cache.put(key, entry)
+            for layer in layers:
+                layer.form = entry["choice"]
+            trials.append({"layer": signature, "input": list(shape), "layout": layout, "layers": len(layers),
+                           **entry, "cached": cached})
+        chosen[kind] = {"setting": AUTO, "trials": trials}
+    cache.save()
+    return chosen
+
+
+def _group_layers(net: nn.Module, kind: str, input_shape, device, precision) -> dict[tuple, list[nn.Module]]:
+    """The layers of one kind grouped by (signature, input shape at the run's batch, input memory layout), found
+    by one forward pass of a single image (under the run's autocast, as every forward of the net)."""
+    layers = tunable_layers(net, kind)
+    seen = {}
+
+    def record(m, args):
+        seen.setdefault(m, (tuple(args[0].shape[1:]), _layout_name(args[0])))
+
+    hooks = [m.register_forward_pre_hook(record) for m in layers]
+    was_training = net.training
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            net.eval()(torch.zeros(1, *input_shape[1:], device=device))
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+    groups: dict[tuple, list[nn.Module]] = {}
+    for m in layers:
+        if m in seen:  # a layer the forward pass never reached has no shape to tune for
+            shape, layout = seen[m]
+            groups.setdefault((m.signature(), (input_shape[0], *shape), layout), []).append(m)
+    return groups
+
+
+def _layout_name(x: torch.Tensor) -> str:
+    nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return "channels_last" if nhwc else "contiguous"
+
+
+def _trial(layer: nn.Module, shape: tuple[int, ...], layout: str, device, precision: str, training: bool) -> dict:
+    """Milliseconds per call of each form of a copy of `layer` (the net's own parameters are not touched)."""
+    layer = copy.deepcopy(layer).train(training)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    # a generator of its own: a trial, which runs only on a cache miss, leaves the global RNG as it found it
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
+    x.requires_grad_(training)
+    forms = FORMS[layer.form_kind]
+
+    def call():
+        with torch.set_grad_enabled(training), autocast(device, precision):
+            y = layer(x)
+        if training:
+            y.float().sum().backward()
+
+    def block(n: int) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            call()
+        _sync(device)
+        return (time.perf_counter() - start) / n
+
+    for form in forms:
+        layer.form = form
+        for _ in range(TRIAL_WARMUP):
+            call()
+    best = {form: float("inf") for form in forms}
+    for _ in range(TRIAL_BLOCKS):
+        for form in forms:
+            layer.form = form
+            best[form] = min(best[form], block(TRIAL_ITERS))
+    ms = {form: round(1e3 * t, 4) for form, t in best.items()}
+    return {"ms": ms, "choice": min(ms, key=ms.get)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class FormCache:
+    """Trial results in a JSON file (none: in memory only). An unreadable file is treated as empty and rewritten:
+    it only ever holds timings that a new trial makes again."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path).expanduser() if path else None
+        self.entries, self.dirty = {}, False
+        if self.path is not None and self.path.is_file():
+            try:
+                self.entries = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+            if not isinstance(self.entries, dict):
+                self.entries = {}
+
+    @staticmethod
+    def key(device, precision, training, kind, signature, shape, layout) -> str:
+        machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+        return json.dumps([machine, torch.__version__, torch.get_num_threads(), precision, layout,
+                           "train" if training else "eval", kind, signature, list(shape)])
+
+    def get(self, key: str, kind: str) -> dict | None:
+        entry = self.entries.get(key)
+        ok = isinstance(entry, dict) and entry.get("choice") in FORMS[kind]
+        return {"ms": entry.get("ms", {}), "choice": entry["choice"]} if ok else None
+
+    def put(self, key: str, entry: dict) -> None:
+        self.entries[key], self.dirty = entry, True
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        try:  # merge with what another process wrote meanwhile (two sweep streams share one cache)
+            on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, ValueError):
+            on_disk = {}
+        merged = {**(on_disk if isinstance(on_disk, dict) else {}), **self.entries}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.path, merged)
+        except OSError as e:  # a cache that cannot be written costs a trial next time, nothing else
+            print(f"warning: form cache {self.path} not written ({type(e).__name__}: {e}); "
+                  "the next run times its layers again")
+        self.dirty = False

@@ -1,0 +1,118 @@
+"""`auto` layer forms: the trial picks the faster form, the choice is cached and recorded, and forms are how a run
+runs, not what it is (a finished run is reused when only they change)."""
+import json
+import time
+
+import pytest
+import torch
+
+import ablate.autotune as autotune
+from ablate.autotune import pick_forms
+from ablate.config import compose_config, run_config
+from ablate.train import RESULT, train
+from stages import build_net
+from stages.forms import FORMS, forms_in_use
+from stages.layers import ConvNormAct
+from stages.norms import LayerNorm2d
+
+from helpers import SMOKE
+
+CPU = torch.device("cpu")
+AUTO = {"pointwise": "auto", "layer_norm": "auto"}
+
+
+def proxy_net(step: str):
+    run = run_config(compose_config([f"+step={step}", *SMOKE]))
+    return build_net(run.net), (8, 3, run.data.image_size, run.data.image_size)
+
+
+def slow_down(monkeypatch, cls, form: str, seconds: float = 0.02) -> None:
+    """Makes `form` of every `cls` layer slower by `seconds` a call."""
+    forward = cls.forward
+
+    def slowed(self, x):
+        if self.form == form:
+            time.sleep(seconds)
+        return forward(self, x)
+
+    monkeypatch.setattr(cls, "forward", slowed)
+
+
+@pytest.mark.parametrize("slow", FORMS["pointwise"])
+def test_auto_picks_the_faster_pointwise_form(monkeypatch, slow):
+    slow_down(monkeypatch, ConvNormAct, slow)
+    net, shape = proxy_net("inverted_bottleneck")
+    chosen = pick_forms(net, AUTO, shape, CPU, "fp32", training=True, cache_path=None)
+    (fast,) = set(FORMS["pointwise"]) - {slow}
+    trials = chosen["pointwise"]["trials"]
+    assert trials and all(t["choice"] == fast and t["ms"][slow] > t["ms"][fast] for t in trials)
+    assert forms_in_use(net)["pointwise"] == {fast: sum(t["layers"] for t in trials)}
+
+
+@pytest.mark.parametrize("slow", FORMS["layer_norm"])
+def test_auto_picks_the_faster_layer_norm_form(monkeypatch, slow):
+    slow_down(monkeypatch, LayerNorm2d, slow)
+    net, shape = proxy_net("separate_downsampling")
+    chosen = pick_forms(net, AUTO, shape, CPU, "fp32", training=False, cache_path=None)
+    (fast,) = set(FORMS["layer_norm"]) - {slow}
+    assert {t["choice"] for t in chosen["layer_norm"]["trials"]} == {fast}
+    assert forms_in_use(net)["layer_norm"] == {fast: len([m for m in net.modules() if isinstance(m, LayerNorm2d)])}
+
+
+def test_a_set_form_is_not_tried(monkeypatch):
+    monkeypatch.setattr(autotune, "_trial", lambda *a: pytest.fail("a set form was timed"))
+    net, shape = proxy_net("separate_downsampling")
+    chosen = pick_forms(net, {"pointwise": "linear", "layer_norm": "mean_var"}, shape, CPU, "fp32", True, None)
+    assert chosen == {"pointwise": {"setting": "linear"}, "layer_norm": {"setting": "mean_var"}}
+    assert forms_in_use(net) == {"pointwise": {"linear": 36}, "layer_norm": {"mean_var": 23}}
+
+
+def test_the_choice_is_cached_on_disk(tmp_path, monkeypatch):
+    cache = tmp_path / "forms.json"
+    net, shape = proxy_net("layer_norm")
+    first = pick_forms(net, AUTO, shape, CPU, "fp32", True, str(cache))
+    assert not any(t["cached"] for kind in first.values() for t in kind["trials"])
+    monkeypatch.setattr(autotune, "_trial", lambda *a: pytest.fail("timed again despite the cache"))
+    again, _ = proxy_net("layer_norm")
+    second = pick_forms(again, AUTO, shape, CPU, "fp32", True, str(cache))
+    assert all(t["cached"] for kind in second.values() for t in kind["trials"])
+    assert [t["choice"] for t in second["pointwise"]["trials"]] == [t["choice"] for t in first["pointwise"]["trials"]]
+    assert forms_in_use(again) == forms_in_use(net)
+    # another batch is another shape: timed, not read from the cache
+    monkeypatch.undo()
+    other = pick_forms(again, AUTO, (4, *shape[1:]), CPU, "fp32", True, str(cache))
+    assert not any(t["cached"] for t in other["pointwise"]["trials"])
+    assert len(json.loads(cache.read_text())) == 2 * (len(first["pointwise"]["trials"]) +
+                                                     len(first["layer_norm"]["trials"]))
+
+
+def test_an_unreadable_cache_is_timed_again_and_rewritten(tmp_path):
+    cache = tmp_path / "forms.json"
+    cache.write_text("{not json")
+    net, shape = proxy_net("separate_downsampling")
+    chosen = pick_forms(net, AUTO, shape, CPU, "fp32", True, str(cache))
+    assert not any(t["cached"] for t in chosen["pointwise"]["trials"])
+    assert json.loads(cache.read_text())
+
+
+def test_the_trial_leaves_the_global_rng_alone():
+    net, shape = proxy_net("separate_downsampling")
+    torch.manual_seed(3)
+    pick_forms(net, AUTO, shape, CPU, "fp32", True, None)
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(4))
+
+
+def test_forms_land_in_the_record_and_are_outside_the_identity(tmp_path, capsys):
+    out = tmp_path / "run"
+    cache = f"train.forms_cache={tmp_path / 'forms.json'}"
+    first = train(run_config(compose_config(["+step=separate_downsampling", *SMOKE, cache])), out)
+    forms = json.loads((out / RESULT).read_text())["segments"][-1]["forms"]
+    assert forms["pointwise"]["setting"] == "auto" and forms["pointwise"]["trials"]
+    assert {t["choice"] for t in forms["layer_norm"]["trials"]} <= set(FORMS["layer_norm"])
+    for other in ("train.pointwise_form=linear", "train.layer_norm_form=mean_var"):
+        run = run_config(compose_config(["+step=separate_downsampling", *SMOKE, cache, other]))
+        assert run.identity_hash == first["identity_hash"]
+        again = train(run, out)  # the finished run is found, not retrained
+        assert again["final"] == first["final"] and "finished run found" in capsys.readouterr().out
