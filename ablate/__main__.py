@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from stages import NetConfigError
 
 from .cli import one_line
-from .config import ConfigError, run_config
+from .config import ConfigError, check_checkpoint_choice, run_config
 from .data import DataError
 from .rundir import RunDirConflict
 from .train import TrainingFailed, train
@@ -22,6 +22,7 @@ def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
     try:
+        check_checkpoint_choice(hc.overrides.task)
         run = run_config(cfg)  # every key validated before any work
         return train(run, hc.runtime.output_dir)
     except (ConfigError, NetConfigError, DataError, RunDirConflict) as e:

@@ -19,6 +19,9 @@ from omegaconf.errors import InterpolationToMissingValueError
 from stages import NetConfig, Validated
 from stages.forms import AUTO, FORMS
 
+from .io import path_component
+from .seeding import SEED_LIMIT
+
 from .corruptions import corruption_list
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -33,6 +36,7 @@ RUN_KEYS = ("step", "regime", "seed", "net", "recipe", "budget", "data", "train"
 # what is not part of a run's identity: how it runs (train) and what is measured after it (eval)
 NOT_IDENTITY = ("train", "eval", "hydra")
 PLUS_GROUPS = ("step", "undo", "only", "experiment", "sweep", "launcher")
+CHECKPOINT_GROUPS = ("step", "undo", "only")  # each chooses the net a run trains, and names it
 
 
 def _timm_auto_augment_ok(policy: str) -> bool:
@@ -54,6 +58,25 @@ class RunConfigPart(Validated):
 
 def _finite_positive(x: float) -> bool:
     return math.isfinite(x) and x > 0
+
+
+@dataclass(frozen=True)
+class StepConfig(RunConfigPart):
+    """Which checkpoint a run trains (conf/step/, undo/, only/): its place in the roadmap, its name, whether the
+    paper adopted it, and the step it is compared with where that is not the one before it."""
+    PREFIX: ClassVar[str] = "step"
+    index: int
+    name: str
+    adopted: bool
+    reference: str | None = None
+
+    def check(self) -> None:
+        self.require(self.index >= 0, "index", "an integer >= 0")
+        self.require(bool(self.name.strip()), "name", "a non-empty name")
+
+
+def regime_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "regime").glob("*.yaml"))
 
 
 @dataclass(frozen=True)
@@ -269,24 +292,38 @@ def identity(raw: dict) -> dict:
 
 
 def identity_hash(raw: dict) -> str:
-    return hashlib.sha256(json.dumps(identity(raw), sort_keys=True).encode()).hexdigest()[:16]
+    return _hash(identity(raw))
 
 
-MAX_DIRNAME = 120  # bytes of one run directory's name; file systems allow 255
+# what the steps of one experiment differ in: each step's net, recipe and name; the rest they share
+STEP_KEYS = ("step", "net", "recipe")
+
+
+def experiment_hash(raw: dict) -> str:
+    """The runs a report averages over seeds: the same identity but for the seed."""
+    return _hash({k: v for k, v in identity(raw).items() if k != "seed"})
+
+
+def setting_hash(raw: dict) -> str:
+    """What a report compares steps within: the identity but for the seed, what the steps change (STEP_KEYS) and
+    the budget's length (a report column of its own, so budgets sit side by side)."""
+    shared = {k: v for k, v in identity(raw).items() if k not in ("seed", *STEP_KEYS)}
+    shared["budget"] = {k: v for k, v in shared.get("budget", {}).items() if k != "epochs"}
+    return _hash(shared)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_dirname(override_dirname: str) -> str:
-    """A run directory's name from Hydra's override_dirname: one path component (a `/` in a value is written
-    %2F, so `data.root=../x` cannot reach outside outputs/), and past MAX_DIRNAME bytes its head plus a hash
-    of the whole, so long override lists still name unique, creatable directories."""
-    name = override_dirname.replace("%", "%25").replace("/", "%2F")
-    if len(name.encode()) <= MAX_DIRNAME:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return name.encode()[:MAX_DIRNAME - 17].decode(errors="ignore") + "~" + digest
+    """A run directory's name from Hydra's override_dirname: one path component (`data.root=../x` cannot reach
+    outside outputs/), and long override lists still name unique, creatable directories (io.path_component)."""
+    return path_component(override_dirname)
 
 
 OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
+OmegaConf.register_new_resolver("path_safe", path_component, replace=True)  # step and regime names in run paths
 
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:
@@ -308,11 +345,23 @@ def expand_sweep(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]
     return [list(job) for job in itertools.product(*by_key.values())]
 
 
+def check_checkpoint_choice(job_overrides: list[str]) -> None:
+    """A job's net is chosen by at most one of +step=, +undo=, +only= (a sweep's own list included): with two,
+    the later group's name would be recorded for a net the earlier group's file had (partly) built."""
+    chosen = [o.input_line for o in OverridesParser.create().parse_overrides(list(job_overrides))
+              if o.key_or_group in CHECKPOINT_GROUPS and o.type.name != "DEL"]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} both choose the checkpoint; choose it with one of "
+                          f"{', '.join(f'+{g}=' for g in CHECKPOINT_GROUPS)} (a +sweep= lists its own)")
+
+
 def compose_jobs(overrides: list[str], config_name: str = "config") -> list[DictConfig]:
     """One composed config per job of `python -m ablate -m OVERRIDES` (a +sweep=NAME expands to its jobs)."""
     fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         jobs = expand_sweep(compose(config_name, overrides=fixed, return_hydra_config=True).hydra, overrides)
+        for job in jobs:
+            check_checkpoint_choice(job)
         return [compose(config_name, overrides=job) for job in jobs]
 
 
@@ -338,8 +387,12 @@ def run_config(cfg: DictConfig) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)} (a misspelt +KEY=?); allowed: "
                           f"{', '.join(f'+{g}=' for g in PLUS_GROUPS)} and the keys {', '.join(RUN_KEYS)}")
-    if isinstance(raw.get("seed"), bool) or not isinstance(raw.get("seed"), int) or raw["seed"] < 0:
-        raise ConfigError(f"seed={raw.get('seed')!r} is not allowed; expected an integer >= 0")
+    if isinstance(raw.get("seed"), bool) or not isinstance(raw.get("seed"), int) or not 0 <= raw["seed"] < SEED_LIMIT:
+        raise ConfigError(f"seed={raw.get('seed')!r} is not allowed; expected an integer in [0, {SEED_LIMIT})")
+    StepConfig.from_dict(raw["step"])
+    if raw["regime"].get("name") not in regime_names():
+        raise ConfigError(f"regime.name={raw['regime'].get('name')!r} is not allowed; choose a regime with "
+                          f"regime=NAME, one of: {', '.join(regime_names())}")
     run = RunConfig(
         step=raw["step"], regime=raw["regime"]["name"], seed=raw["seed"],
         net=net_config(cfg),

@@ -437,12 +437,13 @@ def _synthetic_dataset(n: int, size: int, num_classes: int, seed: int) -> tuple[
 def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
     """{split: (decoded uint8 images or paths, labels)} of an ImageFolder root, and its classes."""
     root = Path(data.root).expanduser()
-    arrays, classes = {}, None
+    arrays, classes, files = {}, None, {}
     for split, keep in (("train", data.train_subset), ("val", data.val_subset)):
         samples, split_classes = scan_image_folder(root / split)
         if classes is not None and split_classes != classes:
             raise DataError(f"{root}/train and {root}/val have different class folders")
         classes = split_classes
+        files[split] = samples
         samples = [samples[i] for i in _subset(len(samples), keep, data.seed)]
         if decode:
             key = (str(root.resolve()), split, keep, data.seed)
@@ -453,10 +454,25 @@ def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
             if data.verify:
                 verify_images(samples, f"checking {root / split}")
             arrays[split] = ([p for p, _ in samples], np.array([y for _, y in samples], np.int64))
+    _check_held_out(files["train"], files["val"], root)
     if len(classes) != data.num_classes:
         raise DataError(f"data.num_classes={data.num_classes} but {root}/train has {len(classes)} class folders; "
                         f"set data.num_classes={len(classes)}")
     return arrays, classes
+
+
+def _check_held_out(train: list[tuple[Path, int]], val: list[tuple[Path, int]], root: Path) -> None:
+    """Refuses a val split that shares a file with train (val a link to train, or hard links of its files):
+    its top-1 would be training accuracy."""
+    def inode(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_dev, st.st_ino
+    seen = {inode(p): p for p, _ in train}
+    for p, _ in val:
+        if inode(p) in seen:
+            shared = sum(inode(q) in seen for q, _ in val)
+            raise DataError(f"{root}/val shares {shared} of its {len(val)} files with train (e.g. {p} is "
+                            f"{seen[inode(p)]}): val must hold images the net never trains on")
 
 
 def verify_images(samples: list[tuple[Path, int]], desc: str) -> None:

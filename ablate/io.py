@@ -1,15 +1,32 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of one."""
+"""How the toolkit writes files: atomically (a reader sees the old file or the new one, never half of one), never
+through a link planted where a file should be, and under names that a config value cannot steer elsewhere."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import torch
 
 
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = ".ablate.tmp"  # the toolkit's own partial writes (a user's `.notes.tmp` is not one)
+MAX_NAME = 120  # bytes of one path component the toolkit names; file systems allow 255
+
+
+def path_component(value) -> str:
+    """`value` as one path component, however it is spelt: `%` and `/` escaped (%25, %2F), `.` and `..` and the
+    empty name escaped, and past MAX_NAME bytes its head plus a hash of the whole, so every config value that
+    names a directory (step, regime, overrides, a report's setting) stays inside the directory it is put in."""
+    name = str(value).replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+    if name in ("", ".", ".."):
+        name = name.replace(".", "%2E") or "%00"
+    if len(name.encode()) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name.encode()[:MAX_NAME - 17].decode(errors="ignore") + "~" + digest
 
 
 def _umask() -> int:
@@ -52,8 +69,9 @@ def atomic_torch_save(path, obj) -> Path:
 
 
 def clean_partial_writes(directory: Path) -> list[Path]:
-    """Remove the temporary files of atomic writes that a killed process left in `directory`."""
-    removed = sorted(Path(directory).glob(f".*{TMP_SUFFIX}"))
+    """Remove the temporary files of atomic writes that a killed process left in `directory`: the toolkit's own
+    (TMP_SUFFIX), regular files only (a directory, FIFO or link of that name is left alone)."""
+    removed = [p for p in sorted(Path(directory).glob(f".*{TMP_SUFFIX}")) if stat.S_ISREG(p.lstat().st_mode)]
     for tmp in removed:
         tmp.unlink(missing_ok=True)
     return removed

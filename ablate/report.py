@@ -23,14 +23,16 @@ from omegaconf import OmegaConf
 from stages import Validated
 
 from .cli import Command
-from .config import ConfigError, compose_config, expand_sweep, identity_hash
+from .config import ConfigError, compose_config, experiment_hash, expand_sweep, identity_hash, setting_hash
 from .corruptions import CORRUPTIONS
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, path_component
 from .paper import paper_table
 from .provenance import provenance, write_csv
 from .rundir import RESULT, read_record
 
-SETTING = ["regime", "data", "image_size", "budget", "budget_epochs", "width_multiplier"]
+# a setting: what the steps compared in one figure share. `setting` (a hash of the rest of the identity but the
+# step's own keys) keeps runs apart that differ in anything else, e.g. data.train_size or recipe.lr
+SETTING = ["regime", "data", "image_size", "budget", "budget_epochs", "width_multiplier", "setting"]
 ROBUSTNESS = ["mca", "relative_drop", "clean_subset_top1", *(f"corr_{name}" for name in CORRUPTIONS)]
 # what a run measured; the rest of a row says which run it was and where it came from
 TIMING = ["train_throughput", "wall_time_s"]
@@ -38,7 +40,7 @@ TIMING = ["train_throughput", "wall_time_s"]
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str       # corrupt | failed | unfinished | missing | no_reference
+    kind: str       # corrupt | duplicate | mixed | failed | unfinished | missing | no_reference
     path: str
     detail: str
 
@@ -58,6 +60,7 @@ def _row(record: dict, path: Path, root: Path) -> dict:
         "params": record["params"], "gflops": record["gflops"], "gflops_at_input": record["gflops_at_input"],
         "epochs": len(record.get("epochs", [])), "train_throughput": record.get("train_throughput"),
         "wall_time_s": record.get("wall_time_s"), "identity_hash": record["identity_hash"],
+        "experiment": experiment_hash(cfg), "setting": setting_hash(cfg),
         "git_revision": record["provenance"]["git_revision"], "date": record["provenance"]["date"],
         **_robustness_columns(record.get("robustness")),
     }
@@ -81,6 +84,7 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     if not root.is_dir():
         raise FileNotFoundError(f"report directory {root} does not exist (or is not a directory)")
     rows, problems, accounted = [], [], set()  # accounted: identities of jobs already listed
+    first_dir = {}  # identity hash -> the run dir counted for it
     for path in sorted(root.rglob(RESULT)):
         try:
             record = read_record(path)
@@ -90,6 +94,11 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
                                     "rerun the job (train.overwrite=true) or move the file away"))
             accounted |= _job_identity(path.parent)
             continue
+        if row["identity_hash"] in first_dir:  # a copied run dir is the same run: count it once
+            problems.append(Problem("duplicate", str(path), f"the same run as {first_dir[row['identity_hash']]} "
+                                    f"(identity {row['identity_hash']}); counted once"))
+            continue
+        first_dir[row["identity_hash"]] = row["run_dir"]
         rows.append(row)
         accounted.add(row["identity_hash"])
         if row["status"] == "failed":
@@ -118,7 +127,7 @@ def _job_identity(job: Path) -> set[str]:
 def _row_columns() -> list[str]:
     return ["run_dir", "status", *SETTING, "recipe", "step", "step_index", "adopted", "reference", "seed",
             "top1", "top5", "best_top1", "params", "gflops", "gflops_at_input", "epochs", *TIMING,
-            "identity_hash", "git_revision", "date", *ROBUSTNESS]
+            "identity_hash", "experiment", "git_revision", "date", *ROBUSTNESS]
 
 
 def sweep_jobs(multirun_yaml: Path) -> list[list[str]]:
@@ -156,11 +165,10 @@ def mean_ci(values) -> tuple[float, float]:
     return v.mean(), t_975(len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5
 
 
-def paired_delta(done: pd.DataFrame, step: str, reference: str, metric: str = "top1") -> dict:
-    """step minus reference over the seeds both have (seed s of both shares data order and augmentation
-    draws, so the per-seed differences are paired): mean, 95% CI half-width, seeds used."""
-    a = done[done.step == step].groupby("seed")[metric].mean()
-    b = done[done.step == reference].groupby("seed")[metric].mean()
+def paired_delta(runs: pd.DataFrame, reference_runs: pd.DataFrame, metric: str = "top1") -> dict:
+    """One experiment's runs minus its reference's over the seeds both have (seed s of both shares data order and
+    augmentation draws, so the per-seed differences are paired): mean, 95% CI half-width, seeds used."""
+    a, b = runs.set_index("seed")[metric], reference_runs.set_index("seed")[metric]
     common = a.index.intersection(b.index)
     mean, half = mean_ci(a[common] - b[common])
     return {"delta": mean, "ci": half, "paired_seeds": len(common)}
@@ -187,7 +195,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     paired delta to its reference with a 95% CI over seeds (`resolved` when the CI excludes zero), whether its
     sign agrees with the paper's delta, and the paper's numbers."""
     done = runs[runs.status == "finished"].reindex(columns=list(dict.fromkeys([*runs.columns, *ROBUSTNESS])))
-    keys = [*SETTING, "step"]
+    keys = [*SETTING, "step", "experiment"]
     summary = done.groupby(keys, sort=False).agg(
         step_index=("step_index", "first"), adopted=("adopted", "first"), reference=("reference", "first"),
         recipe=("recipe", "first"), seeds=("seed", "nunique"), top1_mean=("top1", "mean"),
@@ -197,7 +205,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     summary = summary.sort_values([*SETTING, "step_index", "adopted", "step"],
                                   ascending=[True] * len(SETTING) + [True, False, True], ignore_index=True)
     records = summary.to_dict("records")
-    summary["top1_ci"] = [mean_ci(done[_same(done, r) & (done.step == r["step"])].top1)[1] for r in records]
+    summary["top1_ci"] = [mean_ci(done[done.experiment == r["experiment"]].top1)[1] for r in records]
     summary["reference"] = [step_reference(r["regime"], r["step_index"], r["reference"]) for r in records]
     paper = paper_table()[["regime", "step", "top1", "gflops"]].rename(
         columns={"top1": "paper_top1", "gflops": "paper_gflops"})
@@ -206,23 +214,25 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in summary.to_dict("records"):
         same = done[_same(done, r)]
+        mine = same[same.experiment == r["experiment"]]
         ref = same[same.step == r["reference"]] if r["reference"] else same.iloc[:0]
-        d = paired_delta(same, r["step"], r["reference"]) if len(ref) else \
-            {"delta": float("nan"), "ci": float("nan"), "paired_seeds": 0}
+        if ref.experiment.nunique() > 1:  # which of them? (listed as `mixed`); no delta rather than a pooled one
+            ref = ref.iloc[:0]
+        none = {"delta": float("nan"), "ci": float("nan"), "paired_seeds": 0}
+        d = paired_delta(mine, ref) if len(ref) else none
         paper_delta = paper_top1.get((r["regime"], r["step"]), float("nan")) - \
             paper_top1.get((r["regime"], r["reference"]), float("nan"))
-        none = {"delta": float("nan"), "ci": float("nan")}
-        rob = paired_delta(same, r["step"], r["reference"], "mca") if len(ref) else none
+        rob = paired_delta(mine, ref, "mca") if len(ref) else none
         # the drop relative to clean top-1 separates robustness from accuracy: mca rises with any clean gain
-        drop = paired_delta(same, r["step"], r["reference"], "relative_drop") if len(ref) else none
-        mine = same[same.step == r["step"]]
+        drop = paired_delta(mine, ref, "relative_drop") if len(ref) else none
         rows.append({
             "mca_mean": mine.mca.mean(), "mca_ci": mean_ci(mine.mca)[1], "relative_drop": mine.relative_drop.mean(),
             "delta_mca": rob["delta"], "delta_mca_ci": rob["ci"],
             "mca_resolved": _resolved(rob),
             "delta_relative_drop": drop["delta"], "delta_relative_drop_ci": drop["ci"],
             "drop_resolved": _resolved(drop),
-            "mce": mean_corruption_error(same, r["step"]),
+            "mce": mean_corruption_error(same[(same.step != r["step"]) | (same.experiment == r["experiment"])],
+                                         r["step"]),
             "delta_top1": d["delta"], "delta_top1_ci": d["ci"], "paired_seeds": d["paired_seeds"],
             "resolved": _resolved(d),
             # add-one-in and leave-one-out nets may cost far more than their reference: show it beside the delta
@@ -248,6 +258,19 @@ def mean_corruption_error(done: pd.DataFrame, step: str, baseline: str = "baseli
 def _same(frame: pd.DataFrame, row: dict) -> pd.Series:
     """Rows of `frame` in the same setting (regime, data, size, budget, width) as `row`."""
     return (frame[SETTING] == pd.Series({k: row[k] for k in SETTING})).all(axis=1)
+
+
+def mixed_experiments(summary: pd.DataFrame, runs: pd.DataFrame) -> list[Problem]:
+    """Steps with runs of more than one experiment in one setting (e.g. two recipe.lr values): each is summarised
+    on its own, and nothing is paired with such a step as a reference."""
+    problems = []
+    for (*_, step), part in summary.groupby([*SETTING, "step"], sort=False):
+        if len(part) > 1:
+            dirs = [runs[runs.experiment == e].run_dir.iloc[0] for e in part.experiment]
+            problems.append(Problem("mixed", step, f"{len(part)} different configs of {step} in one setting "
+                                    f"(e.g. {', '.join(dirs)}): summarised apart, not averaged; no delta uses "
+                                    "them as a reference"))
+    return problems
 
 
 def missing_references(summary: pd.DataFrame) -> list[Problem]:
@@ -475,7 +498,7 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance()  # one for the three tables
     summary = summarize(runs)
-    problems += missing_references(summary)
+    problems += mixed_experiments(summary, runs) + missing_references(summary)
     if bench is not None:
         summary = with_bench(summary, bench)
     problem_table = pd.DataFrame([p.__dict__ for p in problems], columns=["kind", "path", "detail"])
@@ -483,7 +506,7 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
         write_csv(table, out / f"{name}.csv", float_format="%.6g", prov=prov)
     settings = list(summary.groupby(SETTING, sort=False))
     for key, part in settings:
-        suffix = "" if len(settings) == 1 else "-" + "-".join(str(k) for k in key)
+        suffix = "" if len(settings) == 1 else "-" + path_component("-".join(str(k) for k in key))
         _save_figure(roadmap_figure(part.reset_index(drop=True)), out / f"roadmap{suffix}")
         _save_figure(trajectory_figure(part.reset_index(drop=True)), out / f"trajectory{suffix}")
         if part.mca_mean.notna().any():
@@ -492,7 +515,8 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
     by_budget = [k for k in SETTING if k != "budget_epochs"]
     for key, part in summary.groupby(by_budget, sort=False):
         if part.budget_epochs.nunique() > 1:
-            suffix = "" if summary.groupby(by_budget).ngroups == 1 else "-" + "-".join(str(k) for k in key)
+            suffix = "" if summary.groupby(by_budget).ngroups == 1 else \
+                "-" + path_component("-".join(str(k) for k in key))
             _save_figure(budget_figure(part.reset_index(drop=True)), out / f"budgets{suffix}")
     agreement = {key: rank_agreement(part) for key, part in settings}
     return {"runs": runs, "summary": summary, "problems": problems, "out": out, "agreement": agreement}

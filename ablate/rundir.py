@@ -10,9 +10,11 @@
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 
 import torch
@@ -42,6 +44,10 @@ class RunDirConflict(RuntimeError):
     """The run directory holds a different run, or another process is using it; nothing is overwritten."""
 
 
+def _os_reason(e: OSError) -> str:
+    return "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or type(e).__name__)
+
+
 class RunDirLock:
     """An exclusive lock on a run directory for the life of a run (flock: released when the process dies)."""
 
@@ -51,7 +57,14 @@ class RunDirLock:
 
     def __enter__(self) -> "RunDirLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+")
+        try:  # never through a link planted in its place, never anything but a regular file
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:
+            raise RunDirConflict(f"{self.path} cannot be the run's lock ({_os_reason(e)}); remove it") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirConflict(f"{self.path} cannot be the run's lock (not a regular file); remove it")
+        self.file = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

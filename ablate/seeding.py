@@ -11,13 +11,14 @@ import zlib
 import numpy as np
 
 STREAMS = ("order", "augment", "epoch", "init")
+SEED_LIMIT = 2**32  # a run's seed is one 32-bit entropy word: seeds past it would repeat smaller ones
 
 
 def derive_seed(seed: int, stream: str, *keys: int) -> int:
     """A 32-bit seed for `stream` at `keys` (e.g. epoch, sample or rank), stable across versions."""
     if stream not in STREAMS:
         raise ValueError(f"unknown random stream {stream!r}; one of {STREAMS}")
-    entropy = [int(seed) & 0xFFFFFFFF, zlib.crc32(stream.encode()), *(int(k) & 0xFFFFFFFF for k in keys)]
+    entropy = [int(seed) % SEED_LIMIT, zlib.crc32(stream.encode()), *(int(k) & 0xFFFFFFFF for k in keys)]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 

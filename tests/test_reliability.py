@@ -1,0 +1,167 @@
+"""Nothing silent, round two: no mislabelled net, no pooled experiments, no val split that is the train split, no
+path a config string or a planted file can steer. Each case failed (silently) before its fix."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ablate.config import ConfigError, compose_config, compose_jobs, run_config
+from ablate.data import DataError, build_datasets
+from ablate.io import clean_partial_writes, path_component
+from ablate.report import report
+from ablate.rundir import RunDirConflict, RunDirLock
+from ablate.train import train
+
+from helpers import SMOKE, cli
+
+TINY_RUN = [*SMOKE, "budget.epochs=1", "data.train_size=64", "data.val_size=32", "budget.batch_size=32"]
+
+
+# ------------------------------------------------------------------------------- mislabelled nets
+@pytest.mark.parametrize("overrides", [
+    ["+undo=gelu", "+only=kernel"],
+    ["+step=gelu", "+only=kernel"],
+    ["+sweep=leave_one_out", "+step=gelu"],
+    ["+sweep=roadmap", "+undo=gelu"],
+])
+def test_two_groups_choosing_the_checkpoint_are_refused(overrides):
+    with pytest.raises(ConfigError, match="both choose the checkpoint; choose it with one of"):
+        compose_jobs(overrides)
+
+
+def test_the_cli_refuses_two_checkpoint_groups_before_training(tmp_path):
+    done = cli("+undo=gelu", "+only=kernel", *SMOKE, f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == ["error: +undo=gelu and +only=kernel both choose the checkpoint; "
+                                                "choose it with one of +step=, +undo=, +only= (a +sweep= lists "
+                                                "its own)"]
+    assert not (tmp_path / "run" / "result.json").exists()
+    swept = cli("-m", "+sweep=roadmap", "+undo=gelu", *SMOKE, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert swept.returncode != 0 and "both choose the checkpoint" in swept.stderr
+    assert not list((tmp_path / "sweep").rglob("result.json"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("seed=4294967296", "seed=4294967296 is not allowed; expected an integer in [0, 4294967296)"),
+    ("step.index=abc", "step.index='abc' is not allowed; expected an integer"),
+    ("step.adopted=maybe", "step.adopted='maybe' is not allowed; expected true or false"),
+    ("regime.name=r300", "regime.name='r300' is not allowed; choose a regime with regime=NAME, one of: r200, r50"),
+])
+def test_step_regime_and_seed_are_validated(override, message):
+    with pytest.raises(ConfigError) as e:
+        run_config(compose_config([override]))
+    assert str(e.value) == message
+
+
+# ------------------------------------------------------------------------------- pooled experiments
+def _finished(tmp_path, name: str, *extra: str) -> Path:
+    out = tmp_path / "sweep" / name
+    train(run_config(compose_config(["+step=baseline", *TINY_RUN, *extra])), out)
+    return out
+
+
+def test_a_copied_run_dir_counts_once(tmp_path):
+    run = _finished(tmp_path, "baseline")
+    shutil.copytree(run, tmp_path / "sweep" / "baseline_backup")
+    result = report(tmp_path / "sweep", out=tmp_path / "report")
+    assert len(result["runs"]) == 1 and result["summary"].seeds.tolist() == [1]
+    assert [(p.kind, Path(p.path).parent.name) for p in result["problems"]] == [("duplicate", "baseline_backup")]
+
+
+@pytest.mark.parametrize("other", ["data.train_size=96", "recipe.lr=0.05"])
+def test_runs_of_different_experiments_are_not_averaged(tmp_path, other):
+    _finished(tmp_path, "a")
+    _finished(tmp_path, "b", other)
+    result = report(tmp_path / "sweep", out=tmp_path / "report")
+    summary = result["summary"]
+    assert len(summary) == 2 and summary.seeds.tolist() == [1, 1]  # two rows, not one mean of both
+    kinds = [p.kind for p in result["problems"]]
+    # recipe.lr is a step's own key: two configs of one step in one setting; data.train_size: two settings
+    assert kinds == (["mixed"] if other.startswith("recipe") else [])
+
+
+# ------------------------------------------------------------------------------- val is not train
+def _image_folder(root: Path, n: int = 4) -> Path:
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (40 * i, 100 if c == "a" else 200, 0)).save(root / split / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_a_val_split_sharing_files_with_train_is_refused(tmp_path, how):
+    root = _image_folder(tmp_path / "data")
+    shutil.rmtree(root / "val")
+    if how == "symlink":
+        (root / "val").symlink_to(root / "train", target_is_directory=True)
+    else:
+        for f in (root / "train").rglob("*.png"):
+            target = root / "val" / f.relative_to(root / "train")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, target)
+    run = run_config(compose_config(["data=folder", f"data.root={root}", "data.num_classes=2",
+                                     "budget=smoke"]))
+    with pytest.raises(DataError, match=r"val shares 8 of its 8 files with train .* val must hold images the net "
+                                        "never trains on"):
+        build_datasets(run.data, run.augment, run.seed)
+
+
+# ------------------------------------------------------------------------------- paths and planted files
+def test_a_lock_planted_as_a_symlink_is_refused_and_the_victim_kept(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").symlink_to(victim)
+    with pytest.raises(RunDirConflict, match=r"\.lock cannot be the run's lock \(a symbolic link\); remove it"):
+        with RunDirLock(run_dir):
+            pass
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_lock_that_is_not_a_file_is_one_line(tmp_path, kind):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").mkdir() if kind == "directory" else os.mkfifo(run_dir / ".lock")
+    done = cli("+step=baseline", *TINY_RUN, f"hydra.run.dir={run_dir}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "cannot be the run's lock" in done.stderr
+
+
+def test_only_the_toolkits_own_partial_writes_are_cleaned(tmp_path):
+    (tmp_path / ".notes.tmp").write_text("a user's file")
+    (tmp_path / ".result.json.abc123.ablate.tmp").write_text("{")
+    (tmp_path / ".odd.ablate.tmp").mkdir()
+    assert [p.name for p in clean_partial_writes(tmp_path)] == [".result.json.abc123.ablate.tmp"]
+    assert (tmp_path / ".notes.tmp").read_text() == "a user's file" and (tmp_path / ".odd.ablate.tmp").is_dir()
+
+
+@pytest.mark.parametrize("value", ["../../../../X", "/../../X/evil", "..", ".", "", "a/b", "x" * 300])
+def test_a_config_value_names_one_path_component(value):
+    name = path_component(value)
+    assert "/" not in name and name not in ("", ".", "..") and len(name.encode()) <= 120
+    assert path_component(value) == name and (value == name) == (value == "x")
+
+
+def test_a_step_name_cannot_move_the_run_outside_outputs(tmp_path):
+    done = cli("+step=baseline", "step.name=../../../../escaped", *TINY_RUN, cwd=tmp_path, env_extra={
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    records = list(tmp_path.rglob("result.json"))
+    assert len(records) == 1 and records[0].is_relative_to(tmp_path / "outputs")
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_a_data_name_cannot_move_report_figures_outside_out(tmp_path):
+    for name in ("a", "/../../evil"):
+        _finished(tmp_path, name.strip("/."), f"data.name={name}")
+    out = tmp_path / "report"
+    report(tmp_path / "sweep", out=out)
+    written = {p for p in tmp_path.rglob("*.png")}
+    assert written and all(p.is_relative_to(out) for p in written)
