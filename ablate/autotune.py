@@ -1,11 +1,15 @@
-"""`auto` forms: each tunable layer's form (stages/forms.py) picked by a short timed trial on the machine that
-runs it, as cudnn.benchmark picks convolution algorithms. A trial times every form of one layer on an input of
-that layer's shape (forward and backward when training, interleaved, the best of a few blocks); layers that
-share a signature and a shape share one trial. Choices are cached on disk per (device model, torch version,
-threads, precision, layout, mode, layer, shape), so a machine pays for a trial once."""
+"""`auto` forms: each tunable layer's form (stages/forms.py) picked by short timed trials on the machine that
+runs it, as cudnn.benchmark picks convolution algorithms. First each layer alone: every form of it on an input of
+that layer's shape (forward and backward when training, interleaved, the best of a few blocks; layers that share
+a signature and a shape share one trial). Then the whole net, because a layer timed alone can mislead (measured:
+per-layer choices trained one proxy net at 0.95x the all-conv form): the per-layer assignment against each
+kind's forms applied to all its layers, whole training steps interleaved, and the fastest kept. Every result is
+cached on disk per (device model, torch version, threads, precision, layout, mode, layer or net, shape), so a
+machine pays for a trial once."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from .provenance import cpu_model
 TRIAL_WARMUP = 2     # untimed calls of each form (first-call allocation, oneDNN primitive creation)
 TRIAL_BLOCKS = 3     # timed blocks per form, interleaved across forms; the fastest block counts
 TRIAL_ITERS = 3      # calls per block
+NET_TRIAL_ITERS = 2  # whole-net calls per block
 # a LayerNorm follows some pointwise convs: its form is chosen first, so the pointwise trial runs the chosen one
 TUNING_ORDER = ("layer_norm", "pointwise")
 
@@ -52,8 +57,77 @@ def pick_forms(net: nn.Module, requested: dict[str, str], input_shape: tuple[int
             trials.append({"layer": signature, "input": list(shape), "layout": layout, "layers": len(layers),
                            **entry, "cached": cached})
         chosen[kind] = {"setting": AUTO, "trials": trials}
+    auto = [kind for kind in TUNING_ORDER if requested[kind] == AUTO and tunable_layers(net, kind)]
+    if auto:
+        chosen["net"] = _net_trial(net, auto, input_shape, device, precision, training, cache)
     cache.save()
     return chosen
+
+
+def _net_trial(net: nn.Module, kinds: list[str], input_shape, device, precision: str, training: bool,
+               cache: "FormCache") -> dict:
+    """The per-layer assignment against each kind's forms on all its layers, timed as whole-net steps; sets the
+    fastest. Returns the candidates' timings (ms per step), the choice and whether it came from the cache."""
+    layers = [m for kind in kinds for m in tunable_layers(net, kind)]
+    per_layer = tuple(m.form for m in layers)
+    candidates = {"per_layer": per_layer}
+    for kind in kinds:
+        for form in FORMS[kind]:
+            candidates.setdefault(f"{kind}={form}", tuple(form if m.form_kind == kind else m.form for m in layers))
+    unique = {}
+    for name, assignment in candidates.items():
+        unique.setdefault(assignment, name)
+    candidates = {name: assignment for assignment, name in unique.items()}
+    signature = f"{type(net).__name__}:{hashlib.sha256(repr(net).encode()).hexdigest()[:16]}"
+    layout = "channels_last" if getattr(net, "memory_format", None) == torch.channels_last else "contiguous"
+    key = cache.key(device, precision, training, "net", signature, input_shape, layout)
+    entry = cache.get(key, "net")
+    cached = entry is not None and entry.get("choice") in candidates
+    if not cached:
+        entry = _time_net(net, candidates, kinds, input_shape, device, precision, training) \
+            if len(candidates) > 1 else {"ms": {}, "choice": "per_layer"}
+        cache.put(key, entry)
+    for layer, form in zip(layers, candidates[entry["choice"]]):
+        layer.form = form
+    return {"input": list(input_shape), "candidates": list(candidates), **entry, "cached": cached}
+
+
+def _time_net(net: nn.Module, candidates: dict, kinds: list[str], input_shape, device, precision: str,
+              training: bool) -> dict:
+    """Milliseconds per whole-net call (forward and backward when training) of each candidate assignment, on a
+    copy of the net (its parameters, statistics and the global RNG untouched)."""
+    trial = copy.deepcopy(net).train(training)
+    layers = [m for kind in kinds for m in tunable_layers(trial, kind)]
+    fmt = getattr(net, "memory_format", torch.contiguous_format)
+    x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
+
+    def call():
+        with torch.set_grad_enabled(training), autocast(device, precision):
+            y = trial(x)
+        if training:
+            y.float().sum().backward()
+            trial.zero_grad(set_to_none=True)
+
+    def use(name):
+        for layer, form in zip(layers, candidates[name]):
+            layer.form = form
+
+    best = dict.fromkeys(candidates, float("inf"))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # drop path draws
+        for name in candidates:
+            use(name)
+            call()
+        for _ in range(TRIAL_BLOCKS):
+            for name in candidates:
+                use(name)
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(NET_TRIAL_ITERS):
+                    call()
+                _sync(device)
+                best[name] = min(best[name], (time.perf_counter() - start) / NET_TRIAL_ITERS)
+    ms = {name: round(1e3 * t, 3) for name, t in best.items()}
+    return {"ms": ms, "choice": min(ms, key=ms.get)}
 
 
 def _group_layers(net: nn.Module, kind: str, input_shape, device, precision) -> dict[tuple, list[nn.Module]]:
@@ -150,8 +224,11 @@ class FormCache:
                            "train" if training else "eval", kind, signature, list(shape)])
 
     def get(self, key: str, kind: str) -> dict | None:
+        """The cached trial of `key`; for a layer kind only a choice among its forms, for the net (kind `net`) a
+        candidate's name, which the caller checks."""
         entry = self.entries.get(key)
-        ok = isinstance(entry, dict) and entry.get("choice") in FORMS[kind]
+        ok = isinstance(entry, dict) and isinstance(entry.get("choice"), str) and \
+            (kind == "net" or entry["choice"] in FORMS[kind])
         return {"ms": entry.get("ms", {}), "choice": entry["choice"]} if ok else None
 
     def put(self, key: str, entry: dict) -> None:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from stages import Net, Validated, build_net
+from stages.forms import forms_in_use
 
 from .cli import Command
 from .autotune import pick_forms
@@ -115,9 +116,11 @@ class Runner:
         fmt = torch.channels_last if nhwc else torch.contiguous_format  # model and input, as timm's --channels-last
         self.model = model.to(device, memory_format=fmt).train(mode == "train")
         size = bench.image_size
-        self.forms = pick_forms(model, {"pointwise": settings.pointwise_form, "layer_norm": settings.layer_norm_form},
-                                (batch, 3, size, size), device, settings.precision, training=mode == "train",
-                                cache_path=settings.forms_cache) if ours else None
+        self.net = model if ours else None  # the net whose layer forms the row names
+        if ours:
+            pick_forms(model, {"pointwise": settings.pointwise_form, "layer_norm": settings.layer_norm_form},
+                       (batch, 3, size, size), device, settings.precision, training=mode == "train",
+                       cache_path=settings.forms_cache)
         self.fn = torch.compile(self.model) if settings.compile else self.model
         self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, bench.num_classes, (batch,), device=device)
@@ -162,7 +165,7 @@ class EndToEndRunner(Runner):
         self.bench, self.device, self.batch = bench, device, batch
         self.mode = mode
         self.training = build_training(run, device, World(), batch)
-        self.forms = self.training.forms
+        self.net = self.training.net
         self.state = TrainingState()
         self.epoch = 0
         self.batches = self._batches()
@@ -224,7 +227,8 @@ def measure(models: dict, bench: BenchConfig, device: torch.device, modes: dict,
         for key, runner in runners.items():
             speeds[key].append(runner.block(warmup=1))
     return {"speeds": speeds, "memory": memory, "batch": {k: r.batch for k, r in runners.items()},
-            "forms": {k: r.forms for k, r in runners.items()}, "setup_s": {k: r.setup_s for k, r in runners.items()}}
+            "forms": {k: _forms_used(r.net) for k, r in runners.items()},
+            "setup_s": {k: r.setup_s for k, r in runners.items()}}
 
 
 def bench_rows(configs: dict[str, DictConfig], bench: BenchConfig, device: torch.device) -> list[dict]:
@@ -266,7 +270,7 @@ def _row(job: str, cfg, bench: BenchConfig, device: torch.device, mode: str, res
            "mode": mode, "device": describe_device(device), "precision": settings.precision,
            "channels_last": settings.channels_last, "compile": settings.compile,
            "pointwise_form": settings.pointwise_form, "layer_norm_form": settings.layer_norm_form,
-           "forms": _forms_used(result["forms"][job, "ours"]),
+           "forms": result["forms"][job, "ours"],
            "image_size": bench.image_size, "batch_size": result["batch"][job, "ours"],
            "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats, "iters": bench.iters,
            "img_s": statistics.median(ours), "img_s_min": min(ours), "img_s_max": max(ours),
@@ -279,19 +283,12 @@ def _row(job: str, cfg, bench: BenchConfig, device: torch.device, mode: str, res
     return row
 
 
-def _forms_used(forms: dict) -> str:
-    """The forms the layers ran in, e.g. `pointwise: conv 4, linear 32`: counted from the settings and trials."""
-    parts = []
-    for kind, chosen in forms.items():
-        if "trials" not in chosen:
-            parts.append(f"{kind}: {chosen['setting']} (all)")
-        else:
-            counts = {}
-            for trial in chosen["trials"]:
-                counts[trial["choice"]] = counts.get(trial["choice"], 0) + trial["layers"]
-            if counts:
-                parts.append(f"{kind}: " + ", ".join(f"{form} {n}" for form, n in sorted(counts.items())))
-    return "; ".join(parts)
+def _forms_used(model: nn.Module | None) -> str:
+    """The forms our net's layers ran in, e.g. `pointwise: conv 4, linear 32; layer_norm: permute 23`."""
+    if model is None:
+        return ""
+    return "; ".join(f"{kind}: " + ", ".join(f"{form} {n}" for form, n in sorted(counts.items()))
+                     for kind, counts in forms_in_use(model).items())
 
 
 def _line(row: dict) -> str:

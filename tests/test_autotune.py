@@ -26,7 +26,7 @@ def proxy_net(step: str):
     return build_net(run.net), (8, 3, run.data.image_size, run.data.image_size)
 
 
-def slow_down(monkeypatch, cls, form: str, seconds: float = 0.02) -> None:
+def slow_down(monkeypatch, cls, form: str, seconds: float = 0.01) -> None:
     """Makes `form` of every `cls` layer slower by `seconds` a call."""
     forward = cls.forward
 
@@ -59,8 +59,20 @@ def test_auto_picks_the_faster_layer_norm_form(monkeypatch, slow):
     assert forms_in_use(net)["layer_norm"] == {fast: len([m for m in net.modules() if isinstance(m, LayerNorm2d)])}
 
 
+def test_the_whole_net_overrules_a_misleading_layer_trial(monkeypatch):
+    """Layers timed alone can mislead; the whole-net trial keeps the assignment that trains fastest."""
+    slow_down(monkeypatch, ConvNormAct, "linear", seconds=0.002)
+    monkeypatch.setattr(autotune, "_trial", lambda layer, *a: {"ms": {}, "choice": FORMS[layer.form_kind][-1]})
+    net, shape = proxy_net("inverted_bottleneck")
+    chosen = pick_forms(net, AUTO, shape, CPU, "fp32", training=True, cache_path=None)
+    assert {t["choice"] for t in chosen["pointwise"]["trials"]} == {"linear"}  # what the layers alone said
+    assert chosen["net"]["candidates"] == ["per_layer", "pointwise=conv"]  # all-linear is the per-layer choice
+    assert chosen["net"]["choice"] == "pointwise=conv" and forms_in_use(net)["pointwise"] == {"conv": 36}
+
+
 def test_a_set_form_is_not_tried(monkeypatch):
-    monkeypatch.setattr(autotune, "_trial", lambda *a: pytest.fail("a set form was timed"))
+    for trial in ("_trial", "_time_net"):
+        monkeypatch.setattr(autotune, trial, lambda *a: pytest.fail("a set form was timed"))
     net, shape = proxy_net("separate_downsampling")
     chosen = pick_forms(net, {"pointwise": "linear", "layer_norm": "mean_var"}, shape, CPU, "fp32", True, None)
     assert chosen == {"pointwise": {"setting": "linear"}, "layer_norm": {"setting": "mean_var"}}
@@ -71,11 +83,12 @@ def test_the_choice_is_cached_on_disk(tmp_path, monkeypatch):
     cache = tmp_path / "forms.json"
     net, shape = proxy_net("layer_norm")
     first = pick_forms(net, AUTO, shape, CPU, "fp32", True, str(cache))
-    assert not any(t["cached"] for kind in first.values() for t in kind["trials"])
-    monkeypatch.setattr(autotune, "_trial", lambda *a: pytest.fail("timed again despite the cache"))
+    assert not any(t["cached"] for kind in FORMS for t in first[kind]["trials"]) and not first["net"]["cached"]
+    for trial in ("_trial", "_time_net"):
+        monkeypatch.setattr(autotune, trial, lambda *a: pytest.fail("timed again despite the cache"))
     again, _ = proxy_net("layer_norm")
     second = pick_forms(again, AUTO, shape, CPU, "fp32", True, str(cache))
-    assert all(t["cached"] for kind in second.values() for t in kind["trials"])
+    assert all(t["cached"] for kind in FORMS for t in second[kind]["trials"]) and second["net"]["cached"]
     assert [t["choice"] for t in second["pointwise"]["trials"]] == [t["choice"] for t in first["pointwise"]["trials"]]
     assert forms_in_use(again) == forms_in_use(net)
     # another batch is another shape: timed, not read from the cache
@@ -83,7 +96,7 @@ def test_the_choice_is_cached_on_disk(tmp_path, monkeypatch):
     other = pick_forms(again, AUTO, (4, *shape[1:]), CPU, "fp32", True, str(cache))
     assert not any(t["cached"] for t in other["pointwise"]["trials"])
     assert len(json.loads(cache.read_text())) == 2 * (len(first["pointwise"]["trials"]) +
-                                                     len(first["layer_norm"]["trials"]))
+                                                     len(first["layer_norm"]["trials"]) + 1)  # + the net's
 
 
 def test_an_unreadable_cache_is_timed_again_and_rewritten(tmp_path):
@@ -109,7 +122,7 @@ def test_forms_land_in_the_record_and_are_outside_the_identity(tmp_path, capsys)
     cache = f"train.forms_cache={tmp_path / 'forms.json'}"
     first = train(run_config(compose_config(["+step=separate_downsampling", *SMOKE, cache])), out)
     forms = json.loads((out / RESULT).read_text())["segments"][-1]["forms"]
-    assert forms["pointwise"]["setting"] == "auto" and forms["pointwise"]["trials"]
+    assert forms["pointwise"]["setting"] == "auto" and forms["pointwise"]["trials"] and forms["net"]["ms"]
     assert {t["choice"] for t in forms["layer_norm"]["trials"]} <= set(FORMS["layer_norm"])
     for other in ("train.pointwise_form=linear", "train.layer_norm_form=mean_var"):
         run = run_config(compose_config(["+step=separate_downsampling", *SMOKE, cache, other]))
