@@ -1,7 +1,9 @@
 """python -m ablate [+step=NAME] [regime=r50|r200] [budget=...] [data=...] [KEY=VALUE ...] [-m for sweeps]"""
 from __future__ import annotations
 
+import signal
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,14 +15,29 @@ from stages import NetConfigError
 from .cli import one_line
 from .config import ConfigError, check_checkpoint_choice, run_config
 from .data import DataError
-from .rundir import RunDirConflict
+from .rundir import RESULT, RunDirConflict, read_record
 from .train import TrainingFailed, train
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops a run as Ctrl-C does: where it is, resumable
+
+
+def _stopped(out: str) -> str:
+    """Where an interrupted run stopped, in one line."""
+    try:
+        done = len(read_record(Path(out) / RESULT).get("epochs", []))
+        where = f"after epoch {done} (its last checkpoint)" if done else "before its first epoch ended"
+    except (OSError, ValueError):
+        where = "before its first record"
+    return f"interrupted: {out} stopped {where}; rerun the same command to resume it"
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         check_checkpoint_choice(hc.overrides.task)
         run = run_config(cfg)  # every key validated before any work
@@ -35,6 +52,8 @@ def main(cfg: DictConfig) -> dict | None:
             print(f"run failed in {hc.runtime.output_dir}: {e}", file=sys.stderr)
             return None  # recorded as failed in its result.json
         sys.exit(f"run failed: {e}")
+    except KeyboardInterrupt:
+        sys.exit(_stopped(hc.runtime.output_dir))  # one line, not a traceback; a sweep stops here too
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages.forms import AUTO, FORMS, set_forms, tunable_layers
+from stages.forms import AUTO, EVAL_ONLY, FORMS, set_forms, tunable_layers
 
 from .device import autocast
 from .io import atomic_write_json
@@ -27,8 +27,9 @@ TRIAL_WARMUP = 2     # untimed calls of each form (first-call allocation, oneDNN
 TRIAL_BLOCKS = 3     # timed blocks per form, interleaved across forms; the fastest block counts
 TRIAL_ITERS = 3      # calls per block
 NET_TRIAL_ITERS = 2  # whole-net calls per block
-# a LayerNorm follows some pointwise convs: its form is chosen first, so the pointwise trial runs the chosen one
-TUNING_ORDER = ("layer_norm", "pointwise")
+# a LayerNorm or BatchNorm follows some pointwise convs: their forms are chosen first, so the pointwise trial runs
+# the chosen ones
+TUNING_ORDER = ("layer_norm", "batch_norm", "pointwise")
 
 
 def pick_forms(net: nn.Module, requested: dict[str, str], input_shape: tuple[int, ...], device: torch.device,
@@ -39,7 +40,9 @@ def pick_forms(net: nn.Module, requested: dict[str, str], input_shape: tuple[int
     cache = FormCache(cache_path)
     chosen = {}
     for kind in TUNING_ORDER:
-        form = requested[kind]
+        form = requested.get(kind, AUTO)
+        if training and kind in EVAL_ONLY:
+            continue  # its forms differ only in eval mode: nothing to time in training
         if form != AUTO:
             set_forms(net, kind, form)
             chosen[kind] = {"setting": form}
@@ -50,14 +53,15 @@ def pick_forms(net: nn.Module, requested: dict[str, str], input_shape: tuple[int
             entry = cache.get(key, kind)
             cached = entry is not None
             if not cached:
-                entry = _trial(layers[0], shape, layout, device, precision, training)
+                entry = _trial(layers[0], kind, shape, layout, device, precision, training)
                 cache.put(key, entry)
             for layer in layers:
-                layer.form = entry["choice"]
+                layer.forms[kind] = entry["choice"]
             trials.append({"layer": signature, "input": list(shape), "layout": layout, "layers": len(layers),
                            **entry, "cached": cached})
         chosen[kind] = {"setting": AUTO, "trials": trials}
-    auto = [kind for kind in TUNING_ORDER if requested[kind] == AUTO and tunable_layers(net, kind)]
+    auto = [kind for kind in TUNING_ORDER if requested.get(kind, AUTO) == AUTO and tunable_layers(net, kind)
+            and not (training and kind in EVAL_ONLY)]
     if auto:
         chosen["net"] = _net_trial(net, auto, input_shape, device, precision, training, cache)
     cache.save()
@@ -68,17 +72,19 @@ def _net_trial(net: nn.Module, kinds: list[str], input_shape, device, precision:
                cache: "FormCache") -> dict:
     """The per-layer assignment against each kind's forms on all its layers, timed as whole-net steps; sets the
     fastest. Returns the candidates' timings (ms per step), the choice and whether it came from the cache."""
-    layers = [m for kind in kinds for m in tunable_layers(net, kind)]
-    per_layer = tuple(m.form for m in layers)
+    slots = [(m, kind) for kind in kinds for m in tunable_layers(net, kind)]
+    per_layer = tuple(m.forms[kind] for m, kind in slots)
     candidates = {"per_layer": per_layer}
     for kind in kinds:
         for form in FORMS[kind]:
-            candidates.setdefault(f"{kind}={form}", tuple(form if m.form_kind == kind else m.form for m in layers))
+            candidates.setdefault(f"{kind}={form}", tuple(form if k == kind else m.forms[k] for m, k in slots))
     unique = {}
     for name, assignment in candidates.items():
         unique.setdefault(assignment, name)
     candidates = {name: assignment for assignment, name in unique.items()}
-    signature = f"{type(net).__name__}:{hashlib.sha256(repr(net).encode()).hexdigest()[:16]}"
+    # the net and the candidates it was tried with: a choice among other candidates is another trial
+    tried = json.dumps([repr(net), sorted(candidates.items())])
+    signature = f"{type(net).__name__}:{hashlib.sha256(tried.encode()).hexdigest()[:16]}"
     layout = "channels_last" if getattr(net, "memory_format", None) == torch.channels_last else "contiguous"
     key = cache.key(device, precision, training, "net", signature, input_shape, layout)
     entry = cache.get(key, "net")
@@ -87,8 +93,8 @@ def _net_trial(net: nn.Module, kinds: list[str], input_shape, device, precision:
         entry = _time_net(net, candidates, kinds, input_shape, device, precision, training) \
             if len(candidates) > 1 else {"ms": {}, "choice": "per_layer"}
         cache.put(key, entry)
-    for layer, form in zip(layers, candidates[entry["choice"]]):
-        layer.form = form
+    for (layer, kind), form in zip(slots, candidates[entry["choice"]]):
+        layer.forms[kind] = form
     return {"input": list(input_shape), "candidates": list(candidates), **entry, "cached": cached}
 
 
@@ -97,7 +103,7 @@ def _time_net(net: nn.Module, candidates: dict, kinds: list[str], input_shape, d
     """Milliseconds per whole-net call (forward and backward when training) of each candidate assignment, on a
     copy of the net (its parameters, statistics and the global RNG untouched)."""
     trial = copy.deepcopy(net).train(training)
-    layers = [m for kind in kinds for m in tunable_layers(trial, kind)]
+    slots = [(m, kind) for kind in kinds for m in tunable_layers(trial, kind)]
     fmt = getattr(net, "memory_format", torch.contiguous_format)
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
 
@@ -109,8 +115,8 @@ def _time_net(net: nn.Module, candidates: dict, kinds: list[str], input_shape, d
             trial.zero_grad(set_to_none=True)
 
     def use(name):
-        for layer, form in zip(layers, candidates[name]):
-            layer.form = form
+        for (layer, kind), form in zip(slots, candidates[name]):
+            layer.forms[kind] = form
 
     best = dict.fromkeys(candidates, float("inf"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # drop path draws
@@ -161,14 +167,16 @@ def _layout_name(x: torch.Tensor) -> str:
     return "channels_last" if nhwc else "contiguous"
 
 
-def _trial(layer: nn.Module, shape: tuple[int, ...], layout: str, device, precision: str, training: bool) -> dict:
-    """Milliseconds per call of each form of a copy of `layer` (the net's own parameters are not touched)."""
+def _trial(layer: nn.Module, kind: str, shape: tuple[int, ...], layout: str, device, precision: str,
+           training: bool) -> dict:
+    """Milliseconds per call of each form of `kind` of a copy of `layer` (the net's own parameters are not
+    touched)."""
     layer = copy.deepcopy(layer).train(training)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     # a generator of its own: a trial, which runs only on a cache miss, leaves the global RNG as it found it
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
     x.requires_grad_(training)
-    forms = FORMS[layer.form_kind]
+    forms = FORMS[kind]
 
     def call():
         with torch.set_grad_enabled(training), autocast(device, precision):
@@ -185,13 +193,13 @@ def _trial(layer: nn.Module, shape: tuple[int, ...], layout: str, device, precis
         return (time.perf_counter() - start) / n
 
     for form in forms:
-        layer.form = form
+        layer.forms[kind] = form
         for _ in range(TRIAL_WARMUP):
             call()
     best = {form: float("inf") for form in forms}
     for _ in range(TRIAL_BLOCKS):
         for form in forms:
-            layer.form = form
+            layer.forms[kind] = form
             best[form] = min(best[form], block(TRIAL_ITERS))
     ms = {form: round(1e3 * t, 4) for form, t in best.items()}
     return {"ms": ms, "choice": min(ms, key=ms.get)}

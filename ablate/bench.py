@@ -118,8 +118,7 @@ class Runner:
         size = bench.image_size
         self.net = model if ours else None  # the net whose layer forms the row names
         if ours:
-            pick_forms(model, {"pointwise": settings.pointwise_form, "layer_norm": settings.layer_norm_form},
-                       (batch, 3, size, size), device, settings.precision, training=mode == "train",
+            pick_forms(model, settings.forms, (batch, 3, size, size), device, settings.precision, training=mode == "train",
                        cache_path=settings.forms_cache)
         self.fn = torch.compile(self.model) if settings.compile else self.model
         self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
@@ -269,7 +268,7 @@ def _row(job: str, cfg, bench: BenchConfig, device: torch.device, mode: str, res
            "adopted": cfg.step.adopted,
            "mode": mode, "device": describe_device(device), "precision": settings.precision,
            "channels_last": settings.channels_last, "compile": settings.compile,
-           "pointwise_form": settings.pointwise_form, "layer_norm_form": settings.layer_norm_form,
+           **{f"{kind}_form": form for kind, form in settings.forms.items()},
            "forms": result["forms"][job, "ours"],
            "image_size": bench.image_size, "batch_size": result["batch"][job, "ours"],
            "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats, "iters": bench.iters,

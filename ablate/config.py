@@ -202,6 +202,7 @@ class TrainConfig(RunConfigPart):
     # each tunable layer's form (stages/forms.py): one for all, or `auto`, a timed trial on this machine
     pointwise_form: Literal[(AUTO, *FORMS["pointwise"])] = AUTO
     layer_norm_form: Literal[(AUTO, *FORMS["layer_norm"])] = AUTO
+    batch_norm_form: Literal[(AUTO, *FORMS["batch_norm"])] = AUTO  # eval mode only: separate or folded
     forms_cache: str | None = "~/.cache/ablate/forms.json"  # the `auto` trials' results (null: memory only)
     sync_bn: bool = False               # SyncBatchNorm across processes (CUDA only)
     overwrite: bool = False             # retrain even if this directory holds a finished or different run
@@ -209,6 +210,11 @@ class TrainConfig(RunConfigPart):
     workers: int | None = None          # DataLoader processes (null: 0 for in-memory data, else up to 8)
     allow_setting_change: bool = False  # resume a run under another precision or layout (recorded per segment)
     kill_after_epoch: int | None = None  # testing hook: SIGKILL the process after this epoch's checkpoint
+
+    @property
+    def forms(self) -> dict[str, str]:
+        """The form setting of each tunable layer kind (stages/forms.py), as ablate.autotune.pick_forms takes it."""
+        return {kind: getattr(self, f"{kind}_form") for kind in FORMS}
 
     def check(self) -> None:
         for key in ("threads", "kill_after_epoch"):

@@ -11,6 +11,8 @@ whatever the worker count, the number of processes or an interruption:
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import os
 import random
@@ -22,9 +24,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from .distributed import World
+from .io import atomic_write_json
 from .seeding import derive_seed, generator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -119,12 +123,27 @@ def load_image(path: Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
-def decode_all(samples: list[tuple[Path, int]], desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every image once into one uint8 array (all must share a size, e.g. CIFAR's 32x32)."""
-    first = np.asarray(load_image(samples[0][0]))
+def eval_resize(data) -> int:
+    """The shorter side the eval transform resizes to before its centre crop (timm: floor(size / crop_pct))."""
+    return math.floor(data.image_size / data.eval_crop_pct)
+
+
+def decode_all(samples: list[tuple[Path, int]], desc: str, short: int | None = None,
+               interpolation: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
+    """Decode every image once into one uint8 array (all must share a size, e.g. CIFAR's 32x32). With `short`,
+    each image's shorter side is first resized to `short` exactly as the eval transform resizes it (torchvision's
+    Resize on the PIL image), so the in-memory copy is as small as the run needs and evaluating it is a centre
+    crop that equals the per-sample eval transform's output."""
+    def decode(path: Path) -> np.ndarray:
+        img = load_image(path)
+        if short is not None and min(img.size) != short:
+            img = TF.resize(img, short, interpolation=TF.InterpolationMode(interpolation))
+        return np.asarray(img)
+
+    first = decode(samples[0][0])
     images = np.empty((len(samples), *first.shape), np.uint8)
     for i, (path, _) in enumerate(tqdm(samples, desc=desc, unit="img", mininterval=2, leave=False)):
-        a = np.asarray(load_image(path))
+        a = decode(path)
         if a.shape != first.shape:
             raise DataError(f"image {path} is {a.shape[1]}x{a.shape[0]}, others {first.shape[1]}x{first.shape[0]}: "
                             "data.in_memory needs one image size; set data.in_memory=false")
@@ -301,7 +320,8 @@ class BatchedImages:
             rows = resample_matrix(zero, torch.full((n,), height), height, out_h, self.mode)
             cols = resample_matrix(zero, torch.full((n,), width), width, out_w, self.mode)
             resized = (rows[:, None] @ (x @ cols.transpose(1, 2)[:, None]).clamp(0, 255)).clamp(0, 255)
-        top, left = (resized.shape[-2] - self.size) // 2, (resized.shape[-1] - self.size) // 2
+        # torchvision's CenterCrop offsets (round half to even), so a decoded-at-size image crops as it would
+        top, left = (int(round((d - self.size) / 2.0)) for d in resized.shape[-2:])
         return resized[..., top:top + self.size, left:left + self.size]
 
 
@@ -364,6 +384,7 @@ class Splits:
     val: ImageDataset | BatchedImages
     classes: list[str]
     pipeline: str                       # batched | per_sample, as resolved from data.pipeline
+    fingerprint: str                    # what the data are (data_fingerprint): runs on other copies differ
 
 
 def build_transforms(data, recipe, seed: int) -> tuple[SeededTransform, SeededTransform]:
@@ -412,8 +433,9 @@ def build_datasets(data, recipe, seed: int) -> Splits:
         val = data.train_size + _subset(data.val_size, data.val_subset, data.seed)
         arrays = {"train": (xs[train], ys[train]), "val": (xs[val], ys[val])}
         classes = synthetic_class_names(data.num_classes)
+        fingerprint = synthetic_fingerprint(data)
     else:
-        arrays, classes = _scan_folder_splits(data, decode=data.in_memory)
+        arrays, classes, fingerprint = _scan_folder_splits(data, recipe.interpolation)
     if pipeline == "batched":
         splits = {k: BatchedImages(x, y, data, recipe.interpolation, train=k == "train", seed=seed)
                   for k, (x, y) in arrays.items()}
@@ -421,7 +443,7 @@ def build_datasets(data, recipe, seed: int) -> Splits:
         transforms = dict(zip(("train", "val"), build_transforms(data, recipe, seed)))
         splits = {k: ImageDataset(y, transforms[k], images=x) if isinstance(x, np.ndarray)
                   else ImageDataset(y, transforms[k], paths=x) for k, (x, y) in arrays.items()}
-    return Splits(splits["train"], splits["val"], classes, pipeline)
+    return Splits(splits["train"], splits["val"], classes, pipeline, fingerprint)
 
 
 _DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -434,8 +456,9 @@ def _synthetic_dataset(n: int, size: int, num_classes: int, seed: int) -> tuple[
     return synthetic_images(n, size, num_classes, seed)
 
 
-def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
-    """{split: (decoded uint8 images or paths, labels)} of an ImageFolder root, and its classes."""
+def _scan_folder_splits(data, interpolation: str) -> tuple[dict, list[str], str]:
+    """{split: (decoded uint8 images or paths, labels)} of an ImageFolder root, its classes and fingerprint.
+    In-memory data are decoded at the size the run needs (decode_all's `short`), once per process."""
     root = Path(data.root).expanduser()
     arrays, classes, files = {}, None, {}
     for split, keep in (("train", data.train_subset), ("val", data.val_subset)):
@@ -445,10 +468,11 @@ def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
         classes = split_classes
         files[split] = samples
         samples = [samples[i] for i in _subset(len(samples), keep, data.seed)]
-        if decode:
-            key = (str(root.resolve()), split, keep, data.seed)
+        if data.in_memory:
+            short = eval_resize(data)
+            key = (str(root.resolve()), split, keep, data.seed, short, interpolation)
             if key not in _DECODED:  # a sweep (or bench rotation) in one process decodes each split once
-                _DECODED[key] = decode_all(samples, f"decoding {root / split}")
+                _DECODED[key] = decode_all(samples, f"decoding {root / split}", short, interpolation)
             arrays[split] = _DECODED[key]
         else:
             if data.verify:
@@ -458,7 +482,44 @@ def _scan_folder_splits(data, decode: bool) -> tuple[dict, list[str]]:
     if len(classes) != data.num_classes:
         raise DataError(f"data.num_classes={data.num_classes} but {root}/train has {len(classes)} class folders; "
                         f"set data.num_classes={len(classes)}")
-    return arrays, classes
+    return arrays, classes, folder_fingerprint(root, files, contents=data.in_memory)
+
+
+FINGERPRINT_CACHE = Path("~/.cache/ablate/fingerprints.json")
+
+
+def folder_fingerprint(root: Path, files: dict[str, list[tuple[Path, int]]], contents: bool) -> str:
+    """A digest of an ImageFolder root's file list (split/class/name) and every file's bytes (`sha256:`), so runs
+    on different copies of a data set are told apart. Reading the bytes costs a pass over the files, so the digest
+    is cached per root, keyed by the list's names, sizes and modification times. Streamed data (contents=False:
+    ImageNet's 140 GB would take a long first pass) are digested by their list and sizes only (`sha256-list:`)."""
+    listing = [(split, str(p.relative_to(root / split)), p.stat().st_size, p.stat().st_mtime_ns)
+               for split, samples in files.items() for p, _ in samples]
+    stat_key = f"{root.resolve()}:{contents}:{hashlib.sha256(json.dumps(listing).encode()).hexdigest()}"
+    cache_path = FINGERPRINT_CACHE.expanduser()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache, dict) and isinstance(cache.get(stat_key), str):
+        return cache[stat_key]
+    digest = hashlib.sha256()
+    for split, samples in files.items():
+        for p, _ in samples:
+            digest.update(f"{split}/{p.relative_to(root / split)}\0".encode())
+            digest.update(hashlib.sha256(p.read_bytes()).digest() if contents else str(p.stat().st_size).encode())
+    fingerprint = ("sha256:" if contents else "sha256-list:") + digest.hexdigest()[:32]
+    try:  # a cache that cannot be written costs a pass over the files next time, nothing else
+        atomic_write_json(cache_path, {**(cache if isinstance(cache, dict) else {}), stat_key: fingerprint})
+    except OSError:
+        pass
+    return fingerprint
+
+
+def synthetic_fingerprint(data) -> str:
+    """The embedded data are a function of their generator's arguments."""
+    spec = [data.train_size + data.val_size, data.image_size, data.num_classes, data.seed]
+    return "synthetic:" + hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:32]
 
 
 def _check_held_out(train: list[tuple[Path, int]], val: list[tuple[Path, int]], root: Path) -> None:

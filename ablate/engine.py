@@ -134,8 +134,7 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
                           "choose a smaller batch or more data")
     torch.manual_seed(derive_seed(run.seed, "init"))  # same init on every process
     net = build_net(run.net, channels_last=run.train.channels_last).to(device)
-    forms = pick_forms(net, {"pointwise": run.train.pointwise_form, "layer_norm": run.train.layer_norm_form},
-                       (micro, run.net.in_chans, run.data.image_size, run.data.image_size), device,
+    forms = pick_forms(net, run.train.forms, (micro, run.net.in_chans, run.data.image_size, run.data.image_size), device,
                        run.train.precision, training=True, cache_path=run.train.forms_cache)
     if run.train.sync_bn and world.size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)

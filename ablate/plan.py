@@ -152,8 +152,10 @@ def plan_rows(configs: list, options: PlanOptions, device: torch.device) -> list
         if options.train_images is not None and options.train_images < run.budget.batch_size:
             raise ConfigError(f"train_images={options.train_images} is fewer than one batch (budget.batch_size="
                               f"{run.budget.batch_size})")
-        key = json.dumps({k: v for k, v in run.raw.items() if k != "seed"}, sort_keys=True)
-        if key not in cache:  # seeds of one step share the measurement
+        # seeds and budgets of one step share the measurement: neither changes a step's speed
+        key = json.dumps({**{k: v for k, v in run.raw.items() if k not in ("seed", "budget")},
+                          "budget": {k: v for k, v in run.raw["budget"].items() if k != "epochs"}}, sort_keys=True)
+        if key not in cache:
             cache[key] = {**run_complexity(run.net, run.data.image_size), **measure(cfg, run, options, device)}
         m = cache[key]
         row = {"step": run.step["name"], "seed": run.seed, "identity_hash": run.identity_hash,

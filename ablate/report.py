@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 from stages import Validated
 
 from .cli import Command
-from .config import ConfigError, compose_config, experiment_hash, expand_sweep, identity_hash, setting_hash
+from .config import (ConfigError, StepConfig, compose_config, experiment_hash, expand_sweep, identity_hash,
+                     regime_names, setting_hash)
 from .corruptions import CORRUPTIONS
 from .io import atomic_write_bytes, path_component
 from .paper import paper_table
@@ -47,8 +48,19 @@ class Problem:
 
 # ------------------------------------------------------------------------------------------- collect
 def _row(record: dict, path: Path, root: Path) -> dict:
+    """A record's row; a field of the wrong type raises TypeError and a step or regime no config knows ValueError,
+    so the record is listed as corrupt instead of breaking the report later."""
     cfg, step = record["config"], record["step"]
     final = record.get("final") or {}
+    StepConfig.from_dict(step)  # ConfigError is a ValueError
+    if record["regime"] not in regime_names():
+        raise ValueError(f"regime {record['regime']!r} is none of {', '.join(regime_names())}")
+    for key, value in (("seed", record["seed"]), ("params", record["params"])):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key}={value!r} is not an integer")
+    for key in ("top1", "top5"):
+        if final.get(key) is not None and (isinstance(final[key], bool) or not isinstance(final[key], (int, float))):
+            raise TypeError(f"final.{key}={final[key]!r} is not a number")
     return {
         "run_dir": str(path.parent.relative_to(root)), "status": record["status"],
         "regime": record["regime"], "data": cfg["data"]["name"], "image_size": cfg["data"]["image_size"],
@@ -457,6 +469,16 @@ def _title(summary: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------------------------------- write
+def _figure_suffix(key: tuple, keys: list[tuple]) -> str:
+    """A setting's figure-name suffix: its readable values (regime, data, size, ...), one path component, and
+    its setting hash (the last value) only where two settings read alike; empty for a report of one setting."""
+    if len(keys) == 1:
+        return ""
+    readable = [k[:-1] for k in keys]
+    parts = key if readable.count(key[:-1]) > 1 else key[:-1]
+    return "-" + path_component("-".join(str(k) for k in parts))
+
+
 def _save_figure(fig, path: Path) -> None:
     for ext in ("png", "svg"):
         buf = BytesIO()
@@ -506,17 +528,17 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
         write_csv(table, out / f"{name}.csv", float_format="%.6g", prov=prov)
     settings = list(summary.groupby(SETTING, sort=False))
     for key, part in settings:
-        suffix = "" if len(settings) == 1 else "-" + path_component("-".join(str(k) for k in key))
+        suffix = _figure_suffix(key, [k for k, _ in settings])
         _save_figure(roadmap_figure(part.reset_index(drop=True)), out / f"roadmap{suffix}")
         _save_figure(trajectory_figure(part.reset_index(drop=True)), out / f"trajectory{suffix}")
         if part.mca_mean.notna().any():
             in_setting = runs[_same(runs, dict(zip(SETTING, key)))]
             _save_figure(corruption_heatmap(in_setting, part.reset_index(drop=True)), out / f"corruptions{suffix}")
     by_budget = [k for k in SETTING if k != "budget_epochs"]
-    for key, part in summary.groupby(by_budget, sort=False):
+    budget_settings = list(summary.groupby(by_budget, sort=False))
+    for key, part in budget_settings:
         if part.budget_epochs.nunique() > 1:
-            suffix = "" if summary.groupby(by_budget).ngroups == 1 else \
-                "-" + path_component("-".join(str(k) for k in key))
+            suffix = _figure_suffix(key, [k for k, _ in budget_settings])
             _save_figure(budget_figure(part.reset_index(drop=True)), out / f"budgets{suffix}")
     agreement = {key: rank_agreement(part) for key, part in settings}
     return {"runs": runs, "summary": summary, "problems": problems, "out": out, "agreement": agreement}

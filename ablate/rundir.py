@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from stages.forms import EVAL_ONLY, FORMS
+
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text, clean_partial_writes
 
 RESULT, LAST, BEST, METRICS, LOCK = "result.json", "last.pt", "best.pt", "metrics.jsonl", ".lock"
@@ -31,13 +33,13 @@ RUN_FILES = (RESULT, LAST, BEST, METRICS, WEIGHTS, WEIGHTS_EMA)
 RECORD_FIELDS = ("status", "reason", "step", "regime", "seed", "identity_hash", "identity", "config", "params",
                  "gflops", "fvcore_gflops", "gflops_at_input", "lr", "augmentation", "pipeline", "epochs_planned",
                  "updates_planned", "device", "world_size", "provenance", "classes", "train_images",
-                 "val_images", "epochs", "segments", "resumed_from_epoch")
+                 "val_images", "data_fingerprint", "epochs", "segments", "resumed_from_epoch")
 FINISHED_FIELDS = ("final", "best_top1", "wall_time_s", "train_time_s", "train_throughput")
 OPTIONAL_FIELDS = ("robustness",)
 REQUIRED_FIELDS = ("status", "step", "regime", "seed", "identity_hash", "config", "params", "gflops",
                    "gflops_at_input", "provenance")
 # train.* settings that change a run's numerics; a resume under other values is refused unless asked
-NUMERIC_SETTINGS = ("precision", "channels_last", "pointwise_form", "layer_norm_form")
+NUMERIC_SETTINGS = ("precision", "channels_last", *(f"{kind}_form" for kind in FORMS if kind not in EVAL_ONLY))
 
 
 class RunDirConflict(RuntimeError):

@@ -88,6 +88,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
         "pipeline": t.data.pipeline, "epochs_planned": epochs, "updates_planned": t.total_updates,
         "device": describe_device(device), "world_size": world.size, "provenance": state.segments[-1]["provenance"],
         "classes": t.data.classes, "train_images": len(t.data.train), "val_images": len(t.data.val),
+        "data_fingerprint": t.data.fingerprint,
     }
 
     def update_record(**fields):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .forms import FORMS
+from .forms import default_forms
 from .norms import make_act, make_norm
 
 
@@ -15,9 +15,10 @@ class ConvNormAct(nn.Module):
     The conv has a bias unless a BatchNorm follows it (BN's shift makes it redundant): this one rule gives
     both timm ResNet (no conv bias) and timm ConvNeXt (bias everywhere).
 
-    An ungrouped 1x1 conv with stride 1 is `pointwise` and runs in one of two forms (stages/forms.py): `conv`,
-    or `linear`, a Linear on the NHWC view (timm ConvNeXt's form) with the Conv2d-shaped weight, so parameters,
-    FLOPs and outputs are those of the conv form.
+    Its forms (stages/forms.py): an ungrouped 1x1 conv with stride 1 is `pointwise`, run as a `conv` or as a
+    `linear` on the NHWC view (timm ConvNeXt's form) with the Conv2d-shaped weight; a BatchNorm after the conv is
+    `batch_norm`, applied `separate` or, in eval mode, `folded` into the conv's weight and bias. Parameters,
+    FLOPs and outputs are those of the default forms, to float rounding.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
@@ -27,17 +28,29 @@ class ConvNormAct(nn.Module):
                               groups=groups, bias=norm != "batch")
         self.norm = make_norm(norm, out_chs) if norm else nn.Identity()
         self.act = make_act(act) if act else nn.Identity()
-        self.form_kind = "pointwise" if (kernel_size, stride, groups) == (1, 1, 1) else None
-        self.form = FORMS["pointwise"][0]
-        self._name = f"{in_chs}->{out_chs}, norm={norm}, act={act}"
+        pointwise = (kernel_size, stride, groups) == (1, 1, 1)
+        self.forms = default_forms(*(["pointwise"] if pointwise else []), *(["batch_norm"] if norm == "batch" else []))
+        self._name = f"{in_chs}->{out_chs}, k={kernel_size}, s={stride}, g={groups}, norm={norm}, act={act}"
 
     def signature(self) -> str:
         """What a form's speed depends on besides the input's shape (tuned layers are grouped by it)."""
         return f"ConvNormAct({self._name})"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.form == "linear":
-            x = F.linear(x.permute(0, 2, 3, 1), self.conv.weight.flatten(1), self.conv.bias).permute(0, 3, 1, 2)
+        folded = not self.training and self.forms.get("batch_norm") == "folded"
+        weight, bias = self._folded() if folded else (self.conv.weight, self.conv.bias)
+        if self.forms.get("pointwise") == "linear":
+            x = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+        elif folded:
+            c = self.conv
+            x = F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
         else:
             x = self.conv(x)
-        return self.act(self.norm(x))
+        return self.act(x if folded else self.norm(x))
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conv's weight and bias with the eval-mode BatchNorm after it folded in:
+        bn(conv(x)) = conv(x) * s + (beta - mean * s), s = gamma / sqrt(var + eps). The conv has no bias here."""
+        bn = self.norm
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return self.conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .forms import FORMS
+from .forms import default_forms
 
 LAYER_NORM_EPS = 1e-6  # ConvNeXt's value
 
@@ -14,17 +14,16 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of each position of an NCHW tensor, in one of two forms (stages/forms.py):
     `permute`, F.layer_norm on the NHWC view (no copy when the memory is channels_last), or `mean_var`, the
     statistics over dim 1 as ConvNeXt's channels-first code computes them."""
-    form_kind = "layer_norm"
 
     def __init__(self, channels: int, eps: float = LAYER_NORM_EPS):
         super().__init__(channels, eps=eps)
-        self.form = FORMS[self.form_kind][0]
+        self.forms = default_forms("layer_norm")
 
     def signature(self) -> str:
         return f"LayerNorm2d({self.normalized_shape[0]})"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.form == "mean_var":
+        if self.forms["layer_norm"] == "mean_var":
             mean = x.mean(1, keepdim=True)
             var = (x - mean).pow(2).mean(1, keepdim=True)
             x = (x - mean) * torch.rsqrt(var + self.eps)

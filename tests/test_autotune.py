@@ -18,7 +18,8 @@ from stages.norms import LayerNorm2d
 from helpers import SMOKE
 
 CPU = torch.device("cpu")
-AUTO = {"pointwise": "auto", "layer_norm": "auto"}
+TUNED = ("pointwise", "layer_norm")  # the kinds timed in training (batch_norm's forms differ only in eval)
+AUTO = dict.fromkeys(FORMS, "auto")
 
 
 def proxy_net(step: str):
@@ -31,7 +32,7 @@ def slow_down(monkeypatch, cls, form: str, seconds: float = 0.01) -> None:
     forward = cls.forward
 
     def slowed(self, x):
-        if self.form == form:
+        if form in self.forms.values():
             time.sleep(seconds)
         return forward(self, x)
 
@@ -49,6 +50,15 @@ def test_auto_picks_the_faster_pointwise_form(monkeypatch, slow):
     assert forms_in_use(net)["pointwise"] == {fast: sum(t["layers"] for t in trials)}
 
 
+def test_auto_folds_batch_norm_in_eval_when_faster(monkeypatch):
+    slow_down(monkeypatch, ConvNormAct, "separate")
+    net, shape = proxy_net("baseline")
+    chosen = pick_forms(net, AUTO, shape, CPU, "fp32", training=False, cache_path=None)
+    assert {t["choice"] for t in chosen["batch_norm"]["trials"]} == {"folded"}
+    assert forms_in_use(net)["batch_norm"] == {"folded": 16 * 3 + 4}  # every block conv and projection
+    assert "batch_norm" not in pick_forms(net, AUTO, shape, CPU, "fp32", training=True, cache_path=None)
+
+
 @pytest.mark.parametrize("slow", FORMS["layer_norm"])
 def test_auto_picks_the_faster_layer_norm_form(monkeypatch, slow):
     slow_down(monkeypatch, LayerNorm2d, slow)
@@ -62,7 +72,7 @@ def test_auto_picks_the_faster_layer_norm_form(monkeypatch, slow):
 def test_the_whole_net_overrules_a_misleading_layer_trial(monkeypatch):
     """Layers timed alone can mislead; the whole-net trial keeps the assignment that trains fastest."""
     slow_down(monkeypatch, ConvNormAct, "linear", seconds=0.002)
-    monkeypatch.setattr(autotune, "_trial", lambda layer, *a: {"ms": {}, "choice": FORMS[layer.form_kind][-1]})
+    monkeypatch.setattr(autotune, "_trial", lambda layer, kind, *a: {"ms": {}, "choice": FORMS[kind][-1]})
     net, shape = proxy_net("inverted_bottleneck")
     chosen = pick_forms(net, AUTO, shape, CPU, "fp32", training=True, cache_path=None)
     assert {t["choice"] for t in chosen["pointwise"]["trials"]} == {"linear"}  # what the layers alone said
@@ -74,21 +84,23 @@ def test_a_set_form_is_not_tried(monkeypatch):
     for trial in ("_trial", "_time_net"):
         monkeypatch.setattr(autotune, trial, lambda *a: pytest.fail("a set form was timed"))
     net, shape = proxy_net("separate_downsampling")
-    chosen = pick_forms(net, {"pointwise": "linear", "layer_norm": "mean_var"}, shape, CPU, "fp32", True, None)
-    assert chosen == {"pointwise": {"setting": "linear"}, "layer_norm": {"setting": "mean_var"}}
-    assert forms_in_use(net) == {"pointwise": {"linear": 36}, "layer_norm": {"mean_var": 23}}
+    chosen = pick_forms(net, {"pointwise": "linear", "layer_norm": "mean_var", "batch_norm": "folded"}, shape, CPU,
+                        "fp32", False, None)
+    assert chosen == {"pointwise": {"setting": "linear"}, "layer_norm": {"setting": "mean_var"},
+                      "batch_norm": {"setting": "folded"}}
+    assert forms_in_use(net) == {"pointwise": {"linear": 36}, "layer_norm": {"mean_var": 23}}  # no BN to fold
 
 
 def test_the_choice_is_cached_on_disk(tmp_path, monkeypatch):
     cache = tmp_path / "forms.json"
     net, shape = proxy_net("layer_norm")
     first = pick_forms(net, AUTO, shape, CPU, "fp32", True, str(cache))
-    assert not any(t["cached"] for kind in FORMS for t in first[kind]["trials"]) and not first["net"]["cached"]
+    assert not any(t["cached"] for kind in TUNED for t in first[kind]["trials"]) and not first["net"]["cached"]
     for trial in ("_trial", "_time_net"):
         monkeypatch.setattr(autotune, trial, lambda *a: pytest.fail("timed again despite the cache"))
     again, _ = proxy_net("layer_norm")
     second = pick_forms(again, AUTO, shape, CPU, "fp32", True, str(cache))
-    assert all(t["cached"] for kind in FORMS for t in second[kind]["trials"]) and second["net"]["cached"]
+    assert all(t["cached"] for kind in TUNED for t in second[kind]["trials"]) and second["net"]["cached"]
     assert [t["choice"] for t in second["pointwise"]["trials"]] == [t["choice"] for t in first["pointwise"]["trials"]]
     assert forms_in_use(again) == forms_in_use(net)
     # another batch is another shape: timed, not read from the cache

@@ -145,3 +145,63 @@ def test_batched_pipeline_is_seeded_per_sample_and_epoch():
     val_batched, _ = data.val.batch(torch.arange(4))
     val_ref = torch.stack([per_sample.val[i][0] for i in range(4)])
     assert torch.allclose(val_batched, val_ref, atol=1e-5)  # evaluation: the same tensors either way
+
+
+def _photo_folder(root, size=224, per_class=3, classes=("n01", "n02"), grey_first=True):
+    """A small ImageFolder of 224 px images with real structure (gradients and noise), one grayscale."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for k, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                ramp = np.linspace(0, 255, size)[None, :, None] * (1 + k) / 2
+                pixels = np.clip(ramp + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                img = Image.fromarray(pixels)
+                if grey_first and i == 0 and split == "val":
+                    img = img.convert("L")  # Imagenette holds 242 grayscale images
+                img.save(root / split / c / f"{split}_{i}.JPEG", quality=90)
+    return root
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_imagenette_is_decoded_at_the_size_the_run_needs(tmp_path, interpolation):
+    """In memory at the eval transform's resize (224 -> 73 for 64 px), and evaluated as the per-sample pipeline
+    evaluates the 224 px files: the same pixels, exactly."""
+    root = _photo_folder(tmp_path / "imagenette")
+    overrides = ["+experiment=imagenette_proxy", "+step=baseline", f"data.root={root}", "data.num_classes=2",
+                 f"recipe.interpolation={interpolation}"]
+    run = run_config(compose_config(overrides))
+    batched = build_datasets(run.data, run.augment, run.seed)
+    assert batched.pipeline == "batched" and tuple(batched.train.images.shape[1:]) == (3, 73, 73)
+    per_sample = build_datasets(run_config(compose_config([*overrides, "data.in_memory=false"])).data,
+                                run.augment, run.seed)
+    assert per_sample.pipeline == "per_sample"
+    normalize = batched.val.normalizer()
+    for i in range(len(batched.val)):
+        x, y = batched.val.batch(torch.tensor([i]))
+        ref, ref_y = per_sample.val[i]
+        assert y.item() == ref_y and x.shape[1:] == ref.shape == (3, 64, 64)
+        # the per-sample path normalises uint8/255 in float; equal to float rounding of one uint8 step
+        assert torch.allclose(x[0], ref, atol=1e-5), (x[0] - ref).abs().max()
+    x, _ = batched.train.batch(torch.arange(len(batched.train)))
+    assert x.shape == (len(batched.train), 3, 64, 64)
+
+
+def test_the_data_fingerprint_tells_copies_apart(tmp_path):
+    root = _photo_folder(tmp_path / "a", size=40, per_class=2)
+    def fingerprint(r, *extra):
+        run = run_config(compose_config(["data=folder", f"data.root={r}", "data.num_classes=2", "data.in_memory=true",
+                                         "data.image_size=32", *extra]))
+        return build_datasets(run.data, run.augment, run.seed).fingerprint
+    first = fingerprint(root)
+    assert first.startswith("sha256:") and fingerprint(root) == first
+    copy = tmp_path / "b"
+    import shutil
+    shutil.copytree(root, copy)
+    assert fingerprint(copy) == first  # the same files elsewhere are the same data
+    img = copy / "train" / "n01" / "train_0.JPEG"
+    Image.new("RGB", (40, 40), (1, 2, 3)).save(img)  # one image changed
+    assert fingerprint(copy) != first
+    assert fingerprint(root, "data.in_memory=false").startswith("sha256-list:")
+    synthetic = run_config(compose_config([]))
+    assert build_datasets(synthetic.data, synthetic.augment, 0).fingerprint.startswith("synthetic:")

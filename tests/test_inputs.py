@@ -28,7 +28,7 @@ BAD_RUN_CONFIGS = [
     # silent before: values that type-checked by accident
     (["net.kernel_size=true"], "net.kernel_size=True is not allowed; expected an integer"),
     (["net.depths=[1,true,1,1]"], "net.depths=[1, True, 1, 1] is not allowed; expected a list of integers"),
-    (["seed=1.5"], "seed=1.5 is not allowed; expected an integer >= 0"),
+    (["seed=1.5"], "seed=1.5 is not allowed; expected an integer in [0, 4294967296)"),
     (["budget.lr_multiplier=0"], "budget.lr_multiplier=0.0 is not allowed; expected a positive number"),
     (["data.crop_scale=[2.0,0.1]"], "data.crop_scale=[2.0, 0.1] is not allowed; expected [min, max] with 0 < min"),
     (["data.eval_crop_pct=0"], "data.eval_crop_pct=0.0 is not allowed; expected a fraction in (0, 1]"),
@@ -37,7 +37,7 @@ BAD_RUN_CONFIGS = [
     # tracebacks before
     (["train.precision=fp8"], "train.precision='fp8' is not allowed; choose one of: fp32, bf16, fp16"),
     (["train.device=gpu"], "train.device='gpu' is not allowed; choose one of: auto, cpu, cuda"),
-    (["seed=abc"], "seed='abc' is not allowed; expected an integer >= 0"),
+    (["seed=abc"], "seed='abc' is not allowed; expected an integer in [0, 4294967296)"),
     (["budget.epochs=abc"], "budget.epochs='abc' is not allowed; expected a number"),
     (["budget.batch_size=16.0"], "budget.batch_size=16.0 is not allowed; expected an integer"),
     (["budget.lr_multiplier=-1"], "budget.lr_multiplier=-1.0 is not allowed; expected a positive number"),

@@ -3,6 +3,8 @@ path a config string or a planted file can steer. Each case failed (silently) be
 import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from ablate.report import report
 from ablate.rundir import RunDirConflict, RunDirLock
 from ablate.train import train
 
-from helpers import SMOKE, cli
+from helpers import SMOKE, cli, start_cli
 
 TINY_RUN = [*SMOKE, "budget.epochs=1", "data.train_size=64", "data.val_size=32", "budget.batch_size=32"]
 
@@ -165,3 +167,50 @@ def test_a_data_name_cannot_move_report_figures_outside_out(tmp_path):
     report(tmp_path / "sweep", out=out)
     written = {p for p in tmp_path.rglob("*.png")}
     assert written and all(p.is_relative_to(out) for p in written)
+
+
+# ------------------------------------------------------------------------------- stopping a run
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_says_where_in_one_line_and_resumes(tmp_path, signum):
+    run_dir = tmp_path / "run"
+    args = ["+step=baseline", *SMOKE, "budget.epochs=6", f"hydra.run.dir={run_dir}"]
+    proc = start_cli(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline and not _epochs_done(run_dir):
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err
+    (line,) = [l for l in err.strip().splitlines() if not l.startswith(("epoch", "\r"))][-1:]
+    assert line.startswith(f"interrupted: {run_dir} stopped after epoch ") and \
+        line.endswith("(its last checkpoint); rerun the same command to resume it"), err[-500:]
+    done = cli(*args)
+    record = json.loads((run_dir / "result.json").read_text())
+    assert done.returncode == 0 and record["status"] == "finished" and record["resumed_from_epoch"]
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "result.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r["step"].update(index="three"),
+    lambda r: r.update(seed="0"),
+    lambda r: r["final"].update(top1="high"),
+    lambda r: r.update(regime="r300"),
+])
+def test_one_bad_record_is_listed_as_corrupt_and_the_rest_reported(tmp_path, damage):
+    good = _finished(tmp_path, "good")
+    bad = tmp_path / "sweep" / "bad"
+    shutil.copytree(good, bad)
+    record = json.loads((bad / "result.json").read_text())
+    damage(record)
+    record["identity_hash"] = "0" * 16  # not a copy of the good one
+    (bad / "result.json").write_text(json.dumps(record))
+    result = report(tmp_path / "sweep", out=tmp_path / "report")
+    assert len(result["runs"]) == 1 and [p.kind for p in result["problems"]] == ["corrupt"]
+    assert Path(result["problems"][0].path).parent.name == "bad"

@@ -53,9 +53,9 @@ def test_seeds_are_stable_numbers():
 
 
 def test_lock_refuses_a_second_writer_and_cleans_partial_writes(tmp_path):
-    (tmp_path / ".last.pt.abc.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".last.pt.abc.ablate.tmp").write_bytes(b"half a checkpoint")
     with RunDirLock(tmp_path):
-        assert not (tmp_path / ".last.pt.abc.tmp").exists()
+        assert not (tmp_path / ".last.pt.abc.ablate.tmp").exists()
         with pytest.raises(RunDirConflict, match=rf"is in use by PID {os.getpid()}; wait for it or stop it"):
             with RunDirLock(tmp_path):
                 pass
@@ -135,6 +135,7 @@ def test_record_schema_is_one_definition_for_writer_and_readers(tmp_path):
     record = train(run_config(compose_config(["+step=baseline", *SMOKE])), tmp_path / "runs" / "ok")
     assert set(RECORD_FIELDS) | set(FINISHED_FIELDS) <= set(record)
     old = {k: v for k, v in record.items() if k not in ("segments", "pipeline", "resumed_from_epoch")}
+    old["identity_hash"] = "0" * 16  # another run (a copy of the same run would count once)
     (tmp_path / "runs" / "old").mkdir()
     (tmp_path / "runs" / "old" / RESULT).write_text(json.dumps(old))  # as written before those fields existed
     broken = {k: v for k, v in record.items() if k != "params"}

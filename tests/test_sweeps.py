@@ -171,8 +171,9 @@ def _runs(rows):
     """A runs table as collect() makes it, from (step, index, seed, top1) rows."""
     base = {"status": "finished", "regime": "r50", "data": "cifar10", "image_size": 32, "budget": "b", "budget_epochs": 8,
             "width_multiplier": 0.25, "recipe": "modern", "adopted": True, "reference": None, "top5": 90.0,
-            "params": 1e6, "gflops": 0.3, "gflops_at_input": 0.01, "train_throughput": 1.0}
-    return pd.DataFrame([{**base, "step": s, "step_index": i, "seed": seed, "top1": t} for s, i, seed, t in rows])
+            "params": 1e6, "gflops": 0.3, "gflops_at_input": 0.01, "train_throughput": 1.0, "setting": "one"}
+    return pd.DataFrame([{**base, "step": s, "step_index": i, "seed": seed, "top1": t, "experiment": f"{s}-exp"}
+                         for s, i, seed, t in rows])
 
 
 def test_delta_is_against_its_own_reference_or_empty():
