@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 import shlex
 import sys
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ class Command:
         positional, values, overrides = [], {}, []
         for arg in argv:
             key, sep, _ = arg.partition("=")
-            if not sep or not KEY.match(key):
+            # a run directory's name holds `=` (outputs/r50/baseline/budget.batch_size=16): a path that exists is
+            # a path, whatever it looks like
+            if not sep or not KEY.match(key) or (self.positional and "/" in key and Path(arg).exists()):
                 positional.append(arg)
             elif key in known:
                 values[key] = _typed_value(arg)

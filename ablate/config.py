@@ -6,6 +6,7 @@ import hashlib
 import json
 import itertools
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class ConfigError(ValueError):
 RUN_KEYS = ("step", "regime", "seed", "net", "recipe", "budget", "data", "train", "eval")
 # what is not part of a run's identity: how it runs (train) and what is measured after it (eval)
 NOT_IDENTITY = ("train", "eval", "hydra")
+NOT_IDENTITY_KEYS = ("data.verify",)  # inside an identity group, but it only checks the files, never changes them
 PLUS_GROUPS = ("step", "undo", "only", "experiment", "sweep", "launcher")
 CHECKPOINT_GROUPS = ("step", "undo", "only")  # each chooses the net a run trains, and names it
 
@@ -242,6 +244,9 @@ class EvalConfig(RunConfigPart):
                      "a list of severities in 1..5")
         self.require(self.subset >= 1, "subset", "a positive integer")
         self.require(self.batch_size >= 1, "batch_size", "a positive integer")
+        cache = Path(self.cache_dir).expanduser() if self.cache_dir else None
+        self.require(cache is None or not cache.exists() or cache.is_dir(), "cache_dir",
+                     "null or a directory (this path is a file)")
 
 
 @dataclass(frozen=True)
@@ -294,7 +299,14 @@ class RunConfig:
 def identity(raw: dict) -> dict:
     """What makes two runs the same run: the resolved config but how it runs (`train`) and what is measured
     on it afterwards (`eval`)."""
-    return {k: v for k, v in raw.items() if k not in NOT_IDENTITY}
+    kept = {k: v for k, v in raw.items() if k not in NOT_IDENTITY}
+    for dotted in NOT_IDENTITY_KEYS:
+        group, key = dotted.split(".")
+        if key in kept.get(group, {}):
+            kept[group] = {k: v for k, v in kept[group].items() if k != key}
+    if isinstance(kept.get("data", {}).get("root"), str):  # data/x/ and data/x are one folder
+        kept["data"] = {**kept["data"], "root": os.path.normpath(kept["data"]["root"])}
+    return kept
 
 
 def identity_hash(raw: dict) -> str:

@@ -119,7 +119,7 @@ def load_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
@@ -542,7 +542,7 @@ def verify_images(samples: list[tuple[Path, int]], desc: str) -> None:
         try:
             with Image.open(path) as im:
                 im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read image {path}: {e}") from e
 
 

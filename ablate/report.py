@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: no global state, any backend; notebooks display the figures
@@ -22,7 +23,7 @@ from omegaconf import OmegaConf
 
 from stages import Validated
 
-from .cli import Command
+from .cli import Command, one_line
 from .config import (ConfigError, StepConfig, compose_config, experiment_hash, expand_sweep, identity_hash,
                      regime_names, setting_hash)
 from .corruptions import CORRUPTIONS
@@ -30,6 +31,8 @@ from .io import atomic_write_bytes, path_component
 from .paper import paper_table
 from .provenance import provenance, write_csv
 from .rundir import RESULT, read_record
+from .stats import (benjamini_hochberg, binomial_se, equal_variance_p, holm, mean_ci, paired_delta, pooled_ci,
+                    resolved, sign_agreement_p, spearman_with_uncertainty, t_975)
 
 # a setting: what the steps compared in one figure share. `setting` (a hash of the rest of the identity but the
 # step's own keys) keeps runs apart that differ in anything else, e.g. data.train_size or recipe.lr
@@ -70,7 +73,8 @@ def _row(record: dict, path: Path, root: Path) -> dict:
         "adopted": step["adopted"], "reference": step.get("reference"), "seed": record["seed"],
         "top1": final.get("top1"), "top5": final.get("top5"), "best_top1": record.get("best_top1"),
         "params": record["params"], "gflops": record["gflops"], "gflops_at_input": record["gflops_at_input"],
-        "epochs": len(record.get("epochs", [])), "train_throughput": record.get("train_throughput"),
+        "epochs": len(record.get("epochs", [])), "val_images": record.get("val_images"),
+        "train_throughput": record.get("train_throughput"),
         "wall_time_s": record.get("wall_time_s"), "identity_hash": record["identity_hash"],
         "experiment": experiment_hash(cfg), "setting": setting_hash(cfg),
         "git_revision": record["provenance"]["git_revision"], "date": record["provenance"]["date"],
@@ -138,7 +142,7 @@ def _job_identity(job: Path) -> set[str]:
 
 def _row_columns() -> list[str]:
     return ["run_dir", "status", *SETTING, "recipe", "step", "step_index", "adopted", "reference", "seed",
-            "top1", "top5", "best_top1", "params", "gflops", "gflops_at_input", "epochs", *TIMING,
+            "top1", "top5", "best_top1", "params", "gflops", "gflops_at_input", "epochs", "val_images", *TIMING,
             "identity_hash", "experiment", "git_revision", "date", *ROBUSTNESS]
 
 
@@ -159,38 +163,6 @@ def _never_launched(root: Path, accounted: set[str]) -> list[Problem]:
 
 
 # ------------------------------------------------------------------------------------------ summarize
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-# Student's t, two-sided 95%, for 1..30 degrees of freedom
-
-
-def t_975(df: int) -> float:
-    """Beyond 30 degrees of freedom, 1.96 + 2.4/df is within 0.002 of the exact quantile."""
-    return T_975[df - 1] if df <= len(T_975) else 1.960 + 2.4 / df
-
-
-def mean_ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (nan with fewer than two values)."""
-    v = pd.Series(values, dtype=float).dropna()
-    if len(v) < 2:
-        return (v.mean() if len(v) else float("nan")), float("nan")
-    return v.mean(), t_975(len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5
-
-
-def paired_delta(runs: pd.DataFrame, reference_runs: pd.DataFrame, metric: str = "top1") -> dict:
-    """One experiment's runs minus its reference's over the seeds both have (seed s of both shares data order and
-    augmentation draws, so the per-seed differences are paired): mean, 95% CI half-width, seeds used."""
-    a, b = runs.set_index("seed")[metric], reference_runs.set_index("seed")[metric]
-    common = a.index.intersection(b.index)
-    mean, half = mean_ci(a[common] - b[common])
-    return {"delta": mean, "ci": half, "paired_seeds": len(common)}
-
-
-def _resolved(delta: dict) -> bool:
-    """Whether a delta's 95% CI excludes zero (never, without a CI)."""
-    return bool(abs(delta["delta"]) > delta["ci"]) if pd.notna(delta["ci"]) else False
-
-
 def step_reference(regime: str, index: int, explicit) -> str | None:
     """What a step is compared with: its own `step.reference` (leave-one-out, add-one-in), else the adopted
     step just before it in the paper's roadmap (move_up_dwconv for the kernel branches); never a step further
@@ -230,7 +202,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         ref = same[same.step == r["reference"]] if r["reference"] else same.iloc[:0]
         if ref.experiment.nunique() > 1:  # which of them? (listed as `mixed`); no delta rather than a pooled one
             ref = ref.iloc[:0]
-        none = {"delta": float("nan"), "ci": float("nan"), "paired_seeds": 0}
+        none = {"delta": float("nan"), "ci": float("nan"), "p": float("nan"), "paired_seeds": 0, "var": float("nan"),
+            "diffs": []}
         d = paired_delta(mine, ref) if len(ref) else none
         paper_delta = paper_top1.get((r["regime"], r["step"]), float("nan")) - \
             paper_top1.get((r["regime"], r["reference"]), float("nan"))
@@ -240,20 +213,44 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "mca_mean": mine.mca.mean(), "mca_ci": mean_ci(mine.mca)[1], "relative_drop": mine.relative_drop.mean(),
             "delta_mca": rob["delta"], "delta_mca_ci": rob["ci"],
-            "mca_resolved": _resolved(rob),
+            "mca_resolved": resolved(rob["delta"], rob["ci"]),
             "delta_relative_drop": drop["delta"], "delta_relative_drop_ci": drop["ci"],
-            "drop_resolved": _resolved(drop),
+            "drop_resolved": resolved(drop["delta"], drop["ci"]),
             "mce": mean_corruption_error(same[(same.step != r["step"]) | (same.experiment == r["experiment"])],
                                          r["step"]),
             "delta_top1": d["delta"], "delta_top1_ci": d["ci"], "paired_seeds": d["paired_seeds"],
-            "resolved": _resolved(d),
+            "resolved": resolved(d["delta"], d["ci"]), "delta_top1_p": d.get("p", float("nan")),
+            "delta_top1_var": d.get("var", float("nan")), "_diffs": d.get("diffs", []),
+            # one run's own sampling error on its val set, beside the spread over seeds
+            "top1_binomial_se": (mine.apply(lambda x: binomial_se(x.top1, x.val_images), axis=1).mean()
+                                 if len(mine) and "val_images" in mine and mine.val_images.notna().all()
+                                 else float("nan")),
             # add-one-in and leave-one-out nets may cost far more than their reference: show it beside the delta
             "params_vs_reference": r["params"] / ref.params.iloc[0] if len(ref) else float("nan"),
             "gflops_vs_reference": r["gflops"] / ref.gflops.iloc[0] if len(ref) else float("nan"),
             "paper_delta_top1": paper_delta,
             "sign_agrees": (bool((d["delta"] > 0) == (paper_delta > 0))
                             if pd.notna(d["delta"]) and pd.notna(paper_delta) and paper_delta != 0 else None)})
-    return pd.concat([summary, pd.DataFrame(rows, index=summary.index)], axis=1)
+    summary = pd.concat([summary, pd.DataFrame(rows, index=summary.index)], axis=1)
+    return _multiple_steps(summary)
+
+
+def _multiple_steps(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per setting (one sweep), what its deltas carry together: Holm and Benjamini-Hochberg verdicts over its
+    tested steps, and a second, pooled-variance interval, with the Brown-Forsythe test of the equal variances it
+    assumes."""
+    for column in ("resolved_holm", "resolved_bh"):
+        summary[column] = False
+    for column in ("delta_top1_ci_pooled", "equal_variance_p"):
+        summary[column] = float("nan")
+    for _, part in summary.groupby(SETTING, sort=False):
+        idx = part.index
+        summary.loc[idx, "resolved_holm"] = holm(part.delta_top1_p)
+        summary.loc[idx, "resolved_bh"] = benjamini_hochberg(part.delta_top1_p)
+        half, _, df = pooled_ci(part.delta_top1_var, part.paired_seeds)
+        summary.loc[idx, "delta_top1_ci_pooled"] = half
+        summary.loc[idx, "equal_variance_p"] = equal_variance_p([np.asarray(d) for d in part._diffs])
+    return summary.drop(columns=["_diffs", "delta_top1_var"])
 
 
 def mean_corruption_error(done: pd.DataFrame, step: str, baseline: str = "baseline") -> float:
@@ -295,11 +292,18 @@ def missing_references(summary: pd.DataFrame) -> list[Problem]:
 
 
 def rank_agreement(summary: pd.DataFrame) -> dict:
-    """Spearman rank correlation of the adopted steps' deltas with the paper's (Tables 10/11), and how many of
-    them have the paper's sign."""
+    """Spearman rank correlation of the adopted steps' deltas with the paper's (Tables 10/11), with its bootstrap
+    95% CI over steps and permutation p; how many have the paper's sign, with the binomial p of that many by chance;
+    and how many deltas each verdict resolves."""
     adopted = summary[summary.adopted & summary.delta_top1.notna() & summary.paper_delta_top1.notna()]
-    rho = adopted.delta_top1.corr(adopted.paper_delta_top1, method="spearman") if len(adopted) > 2 else float("nan")
-    return {"steps": len(adopted), "spearman": rho, "sign_agrees": int(adopted.sign_agrees.fillna(False).sum())}
+    agree = int(adopted.sign_agrees.fillna(False).sum())
+    signed = int(adopted.sign_agrees.notna().sum())
+    return {"steps": len(adopted), **spearman_with_uncertainty(adopted.delta_top1.values,
+                                                               adopted.paper_delta_top1.values),
+            "sign_agrees": agree, "signed": signed, "sign_p": sign_agreement_p(agree, signed),
+            "resolved": int(adopted.resolved.sum()), "resolved_holm": int(adopted.resolved_holm.sum()),
+            "resolved_bh": int(adopted.resolved_bh.sum()),
+            "equal_variance_p": float(adopted.equal_variance_p.iloc[0]) if len(adopted) else float("nan")}
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -490,8 +494,11 @@ def read_bench(bench_csv: str | Path, mode: str = "train") -> pd.DataFrame:
     """The rows of one mode of an `ablate.bench` CSV, one per step, or an error naming the file."""
     if not Path(bench_csv).is_file():
         raise FileNotFoundError(f"bench={bench_csv} does not exist; expected a CSV written by python -m ablate.bench")
-    bench = pd.read_csv(bench_csv, comment="#")
-    bench = bench[bench["mode"] == mode]
+    try:
+        bench = pd.read_csv(bench_csv, comment="#")
+        bench = bench[bench["mode"] == mode]
+    except (ValueError, KeyError, pd.errors.ParserError) as e:  # not a CSV, or not the bench's columns
+        raise ConfigError(f"bench={bench_csv} is not an ablate.bench CSV ({type(e).__name__}: {one_line(e)})") from None
     if bench.empty:
         raise ConfigError(f"bench={bench_csv} has no {mode!r} rows; run ablate.bench with modes=[{mode}]")
     doubled = sorted(set(bench.step[bench.duplicated(["regime", "step"])]))
@@ -512,6 +519,9 @@ def with_bench(summary: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
 
 def report(root: str | Path, out: str | Path | None = None, bench: str | Path | None = None) -> dict:
     """Writes every output; returns the runs, the summary and the problems."""
+    if not Path(root).is_dir():
+        what = "is a file" if Path(root).exists() else "does not exist"
+        raise NotADirectoryError(f"report directory {root} {what}; expected a directory holding run records")
     out = Path(out or root)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out={out} is a file; expected a directory for the report")
@@ -561,15 +571,19 @@ COMMAND = Command(
 
 def _print_report(result: dict) -> None:
     summary, problems = result["summary"], result["problems"]
-    cols = ["step", "seeds", "top1_mean", "top1_std", "delta_top1", "delta_top1_ci", "resolved", "paper_delta_top1",
+    cols = ["step", "seeds", "top1_mean", "top1_std", "top1_binomial_se", "delta_top1", "delta_top1_ci",
+            "delta_top1_ci_pooled", "delta_top1_p", "resolved", "resolved_holm", "resolved_bh", "paper_delta_top1",
             "sign_agrees", "params", "gflops", "paper_top1"]
     if summary.get("mca_mean", pd.Series(dtype=float)).notna().any():
         cols += ["mca_mean", "delta_mca", "delta_mca_ci", "mce", "relative_drop", "delta_relative_drop",
                  "delta_relative_drop_ci"]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(summary) else "no finished runs")
     for key, a in result["agreement"].items():
-        print(f"{', '.join(map(str, key))}: Spearman rank correlation of {a['steps']} adopted deltas with the paper's "
-              f"{a['spearman']:.2f}; {a['sign_agrees']} of {a['steps']} have the paper's sign")
+        low, high = a["spearman_ci"]
+        print(f"{', '.join(map(str, key[:-1]))}: Spearman of {a['steps']} adopted deltas with the paper's "
+              f"{a['spearman']:.2f} (95% bootstrap CI [{low:.2f}, {high:.2f}], permutation p {a['spearman_p']:.3f}); "
+              f"{a['sign_agrees']} of {a['signed']} have the paper's sign (binomial p {a['sign_p']:.3f}); resolved: "
+              f"{a['resolved']} uncorrected, {a['resolved_holm']} Holm, {a['resolved_bh']} Benjamini-Hochberg")
     for p in problems:
         print(f"{p.kind}: {p.path}: {p.detail}", file=sys.stderr)
     print(f"{len(result['runs'])} runs, {len(problems)} problem(s) -> {result['out']}")

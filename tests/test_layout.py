@@ -9,7 +9,7 @@ from helpers import ROOT
 
 # the toolkit's modules from the bottom up; a module may import only from its own level or below
 LEVELS = [
-    {"io", "seeding", "paper", "distributed"},
+    {"io", "seeding", "paper", "distributed", "stats"},
     {"provenance", "data"},
     {"corruptions"},
     {"config"},

@@ -214,3 +214,49 @@ def test_one_bad_record_is_listed_as_corrupt_and_the_rest_reported(tmp_path, dam
     result = report(tmp_path / "sweep", out=tmp_path / "report")
     assert len(result["runs"]) == 1 and [p.kind for p in result["problems"]] == ["corrupt"]
     assert Path(result["problems"][0].path).parent.name == "bad"
+
+
+# ------------------------------------------------------------------------------- late failures, made early
+@pytest.mark.parametrize("mode", ["in_memory", "streamed", "verify"])
+def test_a_decompression_bomb_is_one_data_error_naming_the_file(tmp_path, monkeypatch, mode):
+    root = _image_folder(tmp_path / "data")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # 8x8 images are 4x that: PIL refuses them as bombs
+    extra = {"in_memory": ["data.in_memory=true"], "streamed": [], "verify": ["data.verify=true"]}[mode]
+    run = run_config(compose_config(["data=folder", f"data.root={root}", "data.num_classes=2", "budget=smoke",
+                                     *extra]))
+    with pytest.raises(DataError, match=r"cannot read image .*\.png: Image size \(64 pixels\) exceeds limit"):
+        splits = build_datasets(run.data, run.augment, run.seed)
+        splits.train[0]  # a streamed image is opened when it is read
+
+
+def test_a_file_as_the_corruption_cache_is_refused_at_start_up(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"eval.cache_dir=.* is not allowed; expected null or a directory"):
+        run_config(compose_config([f"eval.cache_dir={tmp_path / 'file'}"]))
+
+
+def test_a_malformed_bench_csv_is_one_line(tmp_path, capsys):
+    from ablate.report import main
+    (tmp_path / "runs").mkdir()
+    bad = tmp_path / "bench.csv"
+    bad.write_text('a,b\n1,"2\n')
+    assert main([str(tmp_path / "runs"), f"bench={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: bench={bad} is not an ablate.bench CSV") and err.count("\n") == 1
+
+
+def test_the_report_reads_a_relative_run_path_holding_equals(tmp_path, monkeypatch, capsys):
+    from ablate.report import main
+    _finished(tmp_path, "budget.batch_size=32,seed=0")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep/budget.batch_size=32,seed=0", "out=report"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "report" / "runs.csv").exists()
+
+
+def test_a_file_given_to_the_report_is_named_as_the_problem(tmp_path, capsys):
+    from ablate.report import main
+    (tmp_path / "notes.txt").write_text("hi")
+    assert main([str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: report directory {tmp_path / 'notes.txt'} is a file; expected a directory holding run " \
+                  "records\n"

@@ -9,7 +9,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from ablate.config import CONF_DIR, NOT_IDENTITY, EvalConfig, TrainConfig, compose_config, run_config, run_dirname
+from ablate.config import CONF_DIR, NOT_IDENTITY, NOT_IDENTITY_KEYS, EvalConfig, TrainConfig, compose_config, run_config, run_dirname
 from ablate.io import atomic_write_text
 from ablate.rundir import RESULT, RunDirConflict, RunDirLock
 from ablate.seeding import derive_seed
@@ -26,7 +26,7 @@ def test_directory_name_leaves_out_exactly_what_identity_leaves_out():
                for f in dataclasses.fields(cls)}
     assert set(NOT_IDENTITY) == {"train", "eval", "hydra"}
     groups = {"step", "undo", "only", "regime", "experiment", "sweep", "launcher"}
-    assert excluded == outside | groups | {"hydra.run.dir", "hydra.sweep.dir"}
+    assert excluded == outside | groups | set(NOT_IDENTITY_KEYS) | {"hydra.run.dir", "hydra.sweep.dir"}
 
 
 def test_how_to_run_settings_do_not_change_identity():
@@ -34,6 +34,11 @@ def test_how_to_run_settings_do_not_change_identity():
     other = run_config(compose_config(["+step=gelu", "train.workers=3", "train.threads=1", "eval.corruptions=cifar10c"]))
     assert base.identity_hash == other.identity_hash
     assert base.identity_hash != run_config(compose_config(["+step=gelu", "seed=1"])).identity_hash
+    # checking the files, or naming their folder with a trailing /, trains the same run
+    root = ["data=folder", f"data.root={CONF_DIR}", "data.num_classes=2"]
+    same = {run_config(compose_config([*root[:1], f"data.root={CONF_DIR}/", *root[2:], *extra])).identity_hash
+            for extra in ([], ["data.verify=true"])}
+    assert same == {run_config(compose_config(root)).identity_hash}
 
 
 def test_long_and_path_like_override_values_make_one_safe_unique_directory():
