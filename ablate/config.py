@@ -36,7 +36,9 @@ class ConfigError(ValueError):
 RUN_KEYS = ("step", "regime", "seed", "net", "recipe", "budget", "data", "train", "eval")
 # what is not part of a run's identity: how it runs (train) and what is measured after it (eval)
 NOT_IDENTITY = ("train", "eval", "hydra")
-NOT_IDENTITY_KEYS = ("data.verify",)  # inside an identity group, but it only checks the files, never changes them
+# inside an identity group, yet not what makes a run: data.verify only checks the files; net.pointwise_impl is how
+# records written before train.pointwise_form spelt a layer form (the form never changed what a run trains)
+NOT_IDENTITY_KEYS = ("data.verify", "net.pointwise_impl")
 PLUS_GROUPS = ("step", "undo", "only", "experiment", "sweep", "launcher")
 CHECKPOINT_GROUPS = ("step", "undo", "only")  # each chooses the net a run trains, and names it
 
@@ -311,6 +313,12 @@ def identity(raw: dict) -> dict:
 
 def identity_hash(raw: dict) -> str:
     return _hash(identity(raw))
+
+
+def record_identity_hash(record: dict) -> str:
+    """A record's identity as this code defines it (from the config it holds), so records written under an older
+    definition are still found: the hash stored in the record is what its writer computed."""
+    return identity_hash(record["config"]) if isinstance(record.get("config"), dict) else record["identity_hash"]
 
 
 # what the steps of one experiment differ in: each step's net, recipe and name; the rest they share

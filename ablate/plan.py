@@ -36,7 +36,7 @@ from stages import Validated
 from .bench import BenchConfig, make_runner
 from .cli import Command
 from .complexity import run_complexity
-from .config import ConfigError, RunConfig, compose_jobs, run_config
+from .config import ConfigError, RunConfig, compose_jobs, record_identity_hash, run_config
 from .corruptions import corruption_list
 from .data import make_loader
 from .device import pick_device, torch_threads
@@ -140,7 +140,7 @@ def measured_wall(root: Path) -> dict[str, float]:
     for path in root.rglob(RESULT):
         record = read_record(path)
         if record["status"] == "finished":
-            wall[record["identity_hash"]] = record["wall_time_s"] + (record.get("robustness") or {}).get("time_s", 0)
+            wall[record_identity_hash(record)] = record["wall_time_s"] + (record.get("robustness") or {}).get("time_s", 0)
     return wall
 
 

@@ -25,7 +25,7 @@ from stages import Validated
 
 from .cli import Command, one_line
 from .config import (ConfigError, StepConfig, compose_config, experiment_hash, expand_sweep, identity_hash,
-                     regime_names, setting_hash)
+                     record_identity_hash, regime_names, setting_hash)
 from .corruptions import CORRUPTIONS
 from .io import atomic_write_bytes, path_component
 from .paper import paper_table
@@ -75,7 +75,7 @@ def _row(record: dict, path: Path, root: Path) -> dict:
         "params": record["params"], "gflops": record["gflops"], "gflops_at_input": record["gflops_at_input"],
         "epochs": len(record.get("epochs", [])), "val_images": record.get("val_images"),
         "train_throughput": record.get("train_throughput"),
-        "wall_time_s": record.get("wall_time_s"), "identity_hash": record["identity_hash"],
+        "wall_time_s": record.get("wall_time_s"), "identity_hash": record_identity_hash(record),
         "experiment": experiment_hash(cfg), "setting": setting_hash(cfg),
         "git_revision": record["provenance"]["git_revision"], "date": record["provenance"]["date"],
         **_robustness_columns(record.get("robustness")),

@@ -21,6 +21,7 @@ import torch
 
 from stages.forms import EVAL_ONLY, FORMS
 
+from .config import record_identity_hash
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text, clean_partial_writes
 
 RESULT, LAST, BEST, METRICS, LOCK = "result.json", "last.pt", "best.pt", "metrics.jsonl", ".lock"
@@ -116,7 +117,7 @@ def check_run_dir(out: Path, identity_hash: str, identity: dict, overwrite: bool
     except (ValueError, OSError) as e:
         raise RunDirConflict(f"{result_path} is not a readable run record ({e}); move it away or pass "
                              "train.overwrite=true to replace the run") from e
-    if previous.get("identity_hash") != identity_hash:
+    if record_identity_hash(previous) != identity_hash:
         diff = _diff(previous.get("identity", {}), identity)
         raise RunDirConflict(f"{out} holds a different run (differs at: {', '.join(diff[:8]) or 'unknown'}); "
                              "use another hydra.run.dir, or train.overwrite=true to replace it")

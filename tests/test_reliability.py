@@ -260,3 +260,19 @@ def test_a_file_given_to_the_report_is_named_as_the_problem(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"error: report directory {tmp_path / 'notes.txt'} is a file; expected a directory holding run " \
                   "records\n"
+
+
+def test_a_record_written_under_the_old_identity_is_still_the_same_run(tmp_path, capsys):
+    """Records written before train.pointwise_form hold net.pointwise_impl in their config and a hash computed
+    with it; the run is found (not retrained, not refused) and the report counts it as the job it is."""
+    out = tmp_path / "sweep" / "run"
+    run = run_config(compose_config(["+step=baseline", *TINY_RUN]))
+    first = train(run, out)
+    record = json.loads((out / "result.json").read_text())
+    record["config"]["net"]["pointwise_impl"] = "auto"
+    record["identity"]["net"]["pointwise_impl"] = "auto"
+    record["identity_hash"] = "0123456789abcdef"  # what the old definition computed: not this one's
+    (out / "result.json").write_text(json.dumps(record))
+    again = train(run, out)
+    assert again["final"] == first["final"] and "finished run found" in capsys.readouterr().out
+    assert report(tmp_path / "sweep", out=tmp_path / "report")["runs"].identity_hash.tolist() == [run.identity_hash]
