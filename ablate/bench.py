@@ -26,7 +26,7 @@ from stages.forms import forms_in_use
 
 from .cli import Command
 from .autotune import pick_forms
-from .config import ConfigError, TrainConfig, compose_jobs, net_config, run_config
+from .config import ConfigError, TrainConfig, check_top_level_keys, compose_jobs, net_config, run_config
 from .device import autocast, describe_device, pick_device, torch_threads
 from .distributed import World
 from .engine import TrainingState, build_training, train_step
@@ -306,6 +306,7 @@ def _line(row: dict) -> str:
 def run(bench: BenchConfig, overrides: list[str]) -> pd.DataFrame:
     configs = compose_bench(overrides)
     for cfg in configs.values():  # the sizes training accepts, and no other; every job's settings, before any runs
+        check_top_level_keys(cfg)
         net_config(cfg).check_input_size(bench.image_size, key="image_size")
         job_settings(cfg)
     first = next(iter(configs.values()))

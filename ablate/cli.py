@@ -27,6 +27,7 @@ from stages import NetConfigError
 from .config import ConfigError
 from .data import DataError
 from .provenance import command_as_typed
+from .rundir import RESULT, RUN_FILES
 
 KEY = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.@/-]*$")  # what Hydra accepts left of `=`, not a path
 USER_ERRORS = (ConfigError, NetConfigError, DataError, HydraException, OmegaConfBaseException, FileNotFoundError,
@@ -82,6 +83,7 @@ class Command:
         if len(positional) != len(self.positional):
             want = " ".join(self.positional) or "no positional argument"
             raise UsageError(f"expected {want}, got {' '.join(positional) or 'none'}; see {self.prog} --help")
+        _refuse_run_files(values.get("out"))
         return positional, self.options.from_dict(values), overrides
 
     def main(self, argv: list[str], run: Callable) -> int:
@@ -94,6 +96,16 @@ class Command:
             print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
         return 0
+
+
+def _refuse_run_files(out) -> None:
+    """A command's `out=` never replaces a run's own files (its record, checkpoints, weights)."""
+    if out is None:
+        return
+    path = Path(str(out))
+    if path.name in RUN_FILES or (path.parent / RESULT).exists():
+        why = f"{path.name} is a run's file" if path.name in RUN_FILES else f"{path.parent} holds a run"
+        raise UsageError(f"out={out} would write over a run's files ({why}); choose a path outside run directories")
 
 
 def _typed_value(arg: str):

@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 import pandas as pd
 import torch
 from fvcore.nn import FlopCountAnalysis
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from stages import Net, NetConfig, Validated, build_net
 
@@ -60,14 +61,36 @@ def run_complexity(cfg: NetConfig, image_size: int) -> dict:
 
 
 def complexity_table(regime: str = "r50", overrides: list[str] = ()) -> pd.DataFrame:
+    """Every roadmap step's row, or with `+step=A,B` in the overrides those steps' rows only."""
+    steps, overrides = _chosen_steps(overrides, regime)
     rows = []
     for paper in paper_table(regime).itertuples():
+        if steps is not None and paper.step not in steps:
+            continue
         cfg = compose_config(step_overrides(paper.step, regime, [*PAPER_NET, *overrides]))
         with torch.device("cpu"):
             net = build_net(net_config(cfg))
         rows.append({"index": paper.index, "step": paper.step, "adopted": paper.adopted, **count(net),
                      "paper_gflops": paper.gflops, "paper_top1": paper.top1})
     return pd.DataFrame(rows)
+
+
+def _chosen_steps(overrides: list[str], regime: str) -> tuple[set[str] | None, list[str]]:
+    """(the steps a +step=A,B override names, or None for all; the other overrides). The table is of roadmap steps:
+    +undo=/+only= (which name other nets) are refused, as is a step the roadmap does not have."""
+    steps, rest = None, []
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        if o.key_or_group in ("undo", "only"):
+            raise ConfigError(f"{o.input_line}: the complexity table lists roadmap steps; choose them with +step=A,B")
+        if o.key_or_group == "step" and o.get_key_element().startswith("+"):
+            steps = set(o.sweep_string_iterator()) if o.is_sweep_override() else {str(o.value())}
+        else:
+            rest.append(o.input_line)
+    known = set(paper_table(regime).step)
+    if steps is not None and steps - known:
+        raise ConfigError(f"+step={','.join(sorted(steps - known))} is not a step of the {regime} roadmap; "
+                          f"choose from: {', '.join(paper_table(regime).step)}")
+    return steps, rest
 
 
 @dataclass(frozen=True)

@@ -399,6 +399,14 @@ def net_config(cfg: DictConfig) -> NetConfig:
     return NetConfig.from_dict(OmegaConf.to_container(cfg.net, resolve=True))
 
 
+def check_top_level_keys(raw) -> None:
+    """Refuses a key no run config has (`+steps=kernel` for `+step=kernel`): it would be ignored silently."""
+    unknown = sorted(set(raw) - set(RUN_KEYS) - {"hydra"})
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)} (a misspelt +KEY=?); allowed: "
+                          f"{', '.join(f'+{g}=' for g in PLUS_GROUPS)} and the keys {', '.join(RUN_KEYS)}")
+
+
 def run_config(cfg: DictConfig) -> RunConfig:
     """Validates a whole composed config; raises NetConfigError/ConfigError naming the bad key."""
     try:
@@ -409,10 +417,7 @@ def run_config(cfg: DictConfig) -> RunConfig:
         raise ConfigError(f"{key} has no value; set {key}=VALUE (e.g. data=folder needs data.root=PATH and "
                           "data.num_classes=N)") from None
     raw.pop("hydra", None)
-    unknown = sorted(set(raw) - set(RUN_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)} (a misspelt +KEY=?); allowed: "
-                          f"{', '.join(f'+{g}=' for g in PLUS_GROUPS)} and the keys {', '.join(RUN_KEYS)}")
+    check_top_level_keys(raw)
     if isinstance(raw.get("seed"), bool) or not isinstance(raw.get("seed"), int) or not 0 <= raw["seed"] < SEED_LIMIT:
         raise ConfigError(f"seed={raw.get('seed')!r} is not allowed; expected an integer in [0, {SEED_LIMIT})")
     StepConfig.from_dict(raw["step"])

@@ -276,3 +276,17 @@ def test_a_record_written_under_the_old_identity_is_still_the_same_run(tmp_path,
     again = train(run, out)
     assert again["final"] == first["final"] and "finished run found" in capsys.readouterr().out
     assert report(tmp_path / "sweep", out=tmp_path / "report")["runs"].identity_hash.tolist() == [run.identity_hash]
+
+
+def test_commands_refuse_misspelt_groups_and_never_write_over_a_run(tmp_path, capsys):
+    from ablate import bench, complexity
+    assert bench.main(["+steps=kernel"]) == 2  # once benched the baseline under the name kernel
+    assert "unknown top-level key(s) steps" in capsys.readouterr().err
+    assert complexity.main(["+step=kernel,gelu"]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["kernel", "gelu"]
+    run = _finished(tmp_path, "run")
+    before = (run / "result.json").read_bytes()
+    for out in (run / "result.json", run / "table.csv"):
+        assert complexity.main([f"out={out}"]) == 2
+        assert "would write over a run's files" in capsys.readouterr().err
+    assert (run / "result.json").read_bytes() == before and not (run / "table.csv").exists()
