@@ -118,22 +118,8 @@ def _time_net(net: nn.Module, candidates: dict, kinds: list[str], input_shape, d
         for (layer, kind), form in zip(slots, candidates[name]):
             layer.forms[kind] = form
 
-    best = dict.fromkeys(candidates, float("inf"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # drop path draws
-        for name in candidates:
-            use(name)
-            call()
-        for _ in range(TRIAL_BLOCKS):
-            for name in candidates:
-                use(name)
-                _sync(device)
-                start = time.perf_counter()
-                for _ in range(NET_TRIAL_ITERS):
-                    call()
-                _sync(device)
-                best[name] = min(best[name], (time.perf_counter() - start) / NET_TRIAL_ITERS)
-    ms = {name: round(1e3 * t, 3) for name, t in best.items()}
-    return {"ms": ms, "choice": min(ms, key=ms.get)}
+        return _fastest(list(candidates), use, call, device, warmup=1, iters=NET_TRIAL_ITERS, digits=3)
 
 
 def _group_layers(net: nn.Module, kind: str, input_shape, device, precision) -> dict[tuple, list[nn.Module]]:
@@ -176,7 +162,6 @@ def _trial(layer: nn.Module, kind: str, shape: tuple[int, ...], layout: str, dev
     # a generator of its own: a trial, which runs only on a cache miss, leaves the global RNG as it found it
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
     x.requires_grad_(training)
-    forms = FORMS[kind]
 
     def call():
         with torch.set_grad_enabled(training), autocast(device, precision):
@@ -184,24 +169,31 @@ def _trial(layer: nn.Module, kind: str, shape: tuple[int, ...], layout: str, dev
         if training:
             y.float().sum().backward()
 
-    def block(n: int) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(n):
-            call()
-        _sync(device)
-        return (time.perf_counter() - start) / n
-
-    for form in forms:
+    def use(form):
         layer.forms[kind] = form
-        for _ in range(TRIAL_WARMUP):
+
+    return _fastest(FORMS[kind], use, call, device, warmup=TRIAL_WARMUP, iters=TRIAL_ITERS, digits=4)
+
+
+def _fastest(options, use, call, device, warmup: int, iters: int, digits: int) -> dict:
+    """Milliseconds per `call()` under each option (`use(option)` sets it): `warmup` untimed calls each, then
+    TRIAL_BLOCKS blocks of `iters` calls, interleaved across options so a drift in machine speed hits all alike;
+    an option's time is its fastest block. Returns the timings and the fastest option."""
+    for option in options:
+        use(option)
+        for _ in range(warmup):
             call()
-    best = {form: float("inf") for form in forms}
+    best = dict.fromkeys(options, float("inf"))
     for _ in range(TRIAL_BLOCKS):
-        for form in forms:
-            layer.forms[kind] = form
-            best[form] = min(best[form], block(TRIAL_ITERS))
-    ms = {form: round(1e3 * t, 4) for form, t in best.items()}
+        for option in options:
+            use(option)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                call()
+            _sync(device)
+            best[option] = min(best[option], (time.perf_counter() - start) / iters)
+    ms = {option: round(1e3 * t, digits) for option, t in best.items()}
     return {"ms": ms, "choice": min(ms, key=ms.get)}
 
 
