@@ -8,12 +8,12 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from stages import NetConfigError
 
 from .cli import one_line
-from .config import ConfigError, check_checkpoint_choice, run_config
+from .config import ConfigError, check_checkpoint_choice, os_error, run_config
 from .data import DataError
 from .rundir import RESULT, RunDirConflict, read_record
 from .train import TrainingFailed, train
@@ -33,6 +33,13 @@ def _stopped(out: str) -> str:
     return f"interrupted: {out} stopped {where}; rerun the same command to resume it"
 
 
+def _hydra_files(cfg: DictConfig, hc) -> dict[str, str]:
+    """What Hydra writes into `.hydra/` at job start (conf/config.yaml turns that off: it would rewrite a
+    finished run's copy before the run directory is checked); train() writes it once the run is under way."""
+    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg), ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
@@ -41,7 +48,7 @@ def main(cfg: DictConfig) -> dict | None:
     try:
         check_checkpoint_choice(hc.overrides.task)
         run = run_config(cfg)  # every key validated before any work
-        return train(run, hc.runtime.output_dir)
+        return train(run, hc.runtime.output_dir, job_files=_hydra_files(cfg, hc))
     except (ConfigError, NetConfigError, DataError, RunDirConflict) as e:
         if sweep and not isinstance(e, ConfigError):
             print(f"error in {hc.runtime.output_dir}: {one_line(e)}", file=sys.stderr)
@@ -52,6 +59,9 @@ def main(cfg: DictConfig) -> dict | None:
             print(f"run failed in {hc.runtime.output_dir}: {e}", file=sys.stderr)
             return None  # recorded as failed in its result.json
         sys.exit(f"run failed: {e}")
+    except OSError as e:  # a full or read-only disk: every later job would fail the same way, so a sweep stops
+        sys.exit(f"error: {hc.runtime.output_dir}: {os_error(e)}; files already written are unchanged; fix it and "
+                 "rerun the same command to resume")
     except KeyboardInterrupt:
         sys.exit(_stopped(hc.runtime.output_dir))  # one line, not a traceback; a sweep stops here too
 

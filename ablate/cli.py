@@ -30,8 +30,14 @@ from .provenance import command_as_typed
 from .rundir import RESULT, RUN_FILES
 
 KEY = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.@/-]*$")  # what Hydra accepts left of `=`, not a path
+
+
+class SomeFailed(RuntimeError):
+    """A command that goes through many runs could not do some of them (each already named); it did the rest."""
+
+
 USER_ERRORS = (ConfigError, NetConfigError, DataError, HydraException, OmegaConfBaseException, FileNotFoundError,
-               NotADirectoryError, FileExistsError)
+               NotADirectoryError, FileExistsError, SomeFailed)
 
 
 class UsageError(ValueError):

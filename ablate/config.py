@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.experimental.callback import Callback
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf, open_dict
 from omegaconf.errors import InterpolationToMissingValueError
 
-from stages import NetConfig, Validated
+from stages import NetConfig, NetConfigError, Validated
 from stages.forms import AUTO, FORMS
 
 from .io import path_component
@@ -437,3 +439,39 @@ def run_config(cfg: DictConfig) -> RunConfig:
     if run.net.num_classes != run.data.num_classes:
         raise ConfigError(f"net.num_classes={run.net.num_classes} but data.num_classes={run.data.num_classes}")
     return run
+
+
+class StartupChecks(Callback):
+    """Hydra callback (conf/config.yaml), run before any job: the output directory can be created (a name too long,
+    a file in its path, a read-only disk are one line here, not a traceback from Hydra's own mkdir), and in a
+    multirun every job's config is composed and validated, so a bad value anywhere in `-m seed=0,1,2,3,x` stops the
+    sweep before anything is trained."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _check_creatable("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check_creatable("hydra.sweep.dir", config.hydra.sweep.dir)
+        loader = GlobalHydra.instance().config_loader()
+        for job in expand_sweep(config.hydra, list(config.hydra.overrides.task)):
+            try:
+                check_checkpoint_choice(job)
+                job_cfg = loader.load_sweep_config(config, job)
+                with open_dict(job_cfg):
+                    del job_cfg["hydra"]
+                run_config(job_cfg)
+            except (ConfigError, NetConfigError) as e:
+                raise SystemExit(f"error: job {' '.join(job)}: {e}; nothing was trained") from None
+
+
+def _check_creatable(key: str, directory: str) -> None:
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: {key}={directory} cannot be created ({e.strerror or type(e).__name__})") from None
+
+
+def os_error(e: OSError) -> str:
+    """An OS error as a reader needs it: what failed, on which file (the message without the errno prefix)."""
+    where = f" on {e.filename}" if e.filename else ""
+    return f"{e.strerror or type(e).__name__}{where}"

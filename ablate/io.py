@@ -3,6 +3,7 @@ through a link planted where a file should be, and under names that a config val
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
@@ -46,8 +47,10 @@ def _atomic(path, write) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a teammate reads results as any other file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name the one written
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 
@@ -65,7 +68,11 @@ def atomic_write_json(path, obj) -> Path:
 
 
 def atomic_torch_save(path, obj) -> Path:
-    return _atomic(path, lambda f: torch.save(obj, f))
+    """Serialised in memory first: torch's zip writer turns a failed write (a full disk) into a RuntimeError that
+    names no cause; a plain write raises the OSError that does."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 def clean_partial_writes(directory: Path) -> list[Path]:

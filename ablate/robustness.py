@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from stages import Validated, build_net
 
-from .cli import Command
+from .cli import Command, SomeFailed, one_line
 from .config import ConfigError, EvalConfig, RunConfig, run_config
 from .corruptions import NOT_MADE, corrupt, corruption_list
 from .data import BatchedImages, ImageDataset, build_datasets, load_image
@@ -155,9 +155,16 @@ def add_to_runs(root: str, options: RobustnessOptions, overrides: list[str]) -> 
     eval_cfg = EvalConfig(corruptions=options.corruptions, severities=options.severities, subset=options.subset,
                           batch_size=options.batch_size, cache_dir=options.cache_dir)
     device = pick_device(options.device, key="device")
+    failed = []
     with torch_threads(options.threads):
         for out in run_dirs(Path(root)):
-            add_to_run(out, eval_cfg, device)
+            try:
+                add_to_run(out, eval_cfg, device)
+            except Exception as e:  # a damaged run (weights, record, a held lock) is named; the others go on
+                print(f"error: {out}: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
+                failed.append(out)
+    if failed:
+        raise SomeFailed(f"{len(failed)} run(s) under {root} were not evaluated (named above); the others were")
 
 
 def add_to_run(out: Path, eval_cfg: EvalConfig, device) -> None:

@@ -145,14 +145,33 @@ def load_checkpoint(out: Path, identity_hash: str, device) -> dict | None:
     return ckpt
 
 
-def check_resume_settings(segments: list[dict], train: dict, allow_change: bool) -> None:
-    """Refuse to continue a run under another precision, layout or layer form unless
-    train.allow_setting_change=true."""
+def check_best(out: Path, identity_hash: str) -> None:
+    """On resume, best.pt must be this run's and readable: a damaged one would otherwise survive to the end of the
+    run (it is rewritten only when a later epoch beats it)."""
+    path = out / BEST
+    if not path.exists():
+        return
+    try:
+        best = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # as load_checkpoint: several types for a truncated or foreign file
+        raise RunDirConflict(f"{path} is damaged ({type(e).__name__}); move it away to resume without it, or pass "
+                             "train.overwrite=true") from e
+    if not isinstance(best, dict) or best.get("identity_hash") != identity_hash:
+        raise RunDirConflict(f"{path} belongs to a different run; move it away to resume without it, or pass "
+                             "train.overwrite=true")
+
+
+def check_resume_settings(segments: list[dict], train: dict, world_size: int, allow_change: bool) -> None:
+    """Refuse to continue a run under another precision, layout, layer form or process count unless
+    train.allow_setting_change=true (each changes the numerics: the process count splits BatchNorm's batch and
+    the per-process random draws)."""
     if not segments or allow_change:
         return
-    before = segments[-1]["train"]
-    changed = [f"train.{k}: {before.get(k)!r} -> {train.get(k)!r}" for k in NUMERIC_SETTINGS
-               if before.get(k) != train.get(k)]
+    before = segments[-1]
+    changed = [f"train.{k}: {before['train'].get(k)!r} -> {train.get(k)!r}" for k in NUMERIC_SETTINGS
+               if before["train"].get(k) != train.get(k)]
+    if before.get("world_size", 1) != world_size:
+        changed.append(f"processes: {before.get('world_size', 1)} -> {world_size}")
     if changed:
         raise RunDirConflict(f"resuming would change {', '.join(changed)} mid-run; pass the earlier value(s), "
                              "or train.allow_setting_change=true to continue and record both segments")

@@ -23,11 +23,11 @@ from .config import RunConfig
 from .device import describe_device, pick_device
 from .distributed import World, close_world, init_world, replica_divergence
 from .engine import Training, TrainingState, build_training, evaluate, train_step
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, atomic_write_text
 from .provenance import provenance
 from .robustness import add_to_record, evaluate_robustness, wanted
-from .rundir import (LAST, RESULT, WEIGHTS, WEIGHTS_EMA, RunDirConflict, RunDirLock, check_resume_settings,
-                     check_run_dir, load_checkpoint, save_checkpoint, write_record)
+from .rundir import (LAST, RESULT, WEIGHTS, WEIGHTS_EMA, RunDirConflict, RunDirLock, check_best,
+                     check_resume_settings, check_run_dir, load_checkpoint, save_checkpoint, write_record)
 from .seeding import derive_seed
 
 LOSS_CHECK_EVERY = 50  # optimizer updates between checks for a non-finite loss (one host sync each)
@@ -47,18 +47,21 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the run
-def train(run: RunConfig, out_dir: str | Path) -> dict:
+def train(run: RunConfig, out_dir: str | Path, job_files: dict[str, str] | None = None) -> dict:
+    """Trains (or resumes, or finds finished) the run in `out_dir`. `job_files` (relative path -> text: the
+    launcher's own copy of the config, Hydra's `.hydra/*.yaml`) are written only once the directory is known to
+    hold this run and it is about to train, so a refused command leaves a finished run's files as they were."""
     out = Path(out_dir)
     device = pick_device(run.train.device)
     world = init_world(device.type)
     try:
         with RunDirLock(out) if world.is_main else nullcontext():
-            return _train(run, out, device, world)
+            return _train(run, out, device, world, job_files or {})
     finally:
         close_world(world)
 
 
-def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dict:
+def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_files: dict[str, str]) -> dict:
     micro = run.per_process_batch(world.size)  # validates the batch split before any work
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
@@ -72,8 +75,13 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
         return finished
 
     ckpt = load_checkpoint(out, run.identity_hash, device)
+    if ckpt is not None and world.is_main:
+        check_best(out, run.identity_hash)
     state = TrainingState.from_checkpoint(ckpt) if ckpt else TrainingState()
-    check_resume_settings(state.segments, run.raw["train"], run.train.allow_setting_change)
+    check_resume_settings(state.segments, run.raw["train"], world.size, run.train.allow_setting_change)
+    if world.is_main:
+        for name, text in job_files.items():
+            atomic_write_text(out / name, text)
     t = build_training(run, device, world, micro, ckpt, state)
     epochs = math.ceil(t.total_updates / (len(t.data.train) // run.budget.batch_size))
     state.segments.append({"from_epoch": state.epoch, "to_epoch": None, "train": run.raw["train"],
@@ -119,7 +127,10 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World) -> dic
             if run.train.kill_after_epoch == epoch + 1:
                 os.kill(os.getpid(), signal.SIGKILL)  # testing hook: die as a killed job would
     except Exception as e:
-        update_record(status="failed", reason=f"{type(e).__name__}: {one_line(e)}")
+        try:
+            update_record(status="failed", reason=f"{type(e).__name__}: {one_line(e)}")
+        except OSError:
+            pass  # the disk that failed the run may refuse the record too: the run's own error is the one to see
         raise
 
     last = state.history[-1]

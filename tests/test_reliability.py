@@ -290,3 +290,105 @@ def test_commands_refuse_misspelt_groups_and_never_write_over_a_run(tmp_path, ca
         assert complexity.main([f"out={out}"]) == 2
         assert "would write over a run's files" in capsys.readouterr().err
     assert (run / "result.json").read_bytes() == before and not (run / "table.csv").exists()
+
+
+# ------------------------------------------------------------------------------- sweeps, OS errors, resumes
+def test_a_bad_value_in_any_job_of_a_sweep_stops_it_before_the_first(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = cli("-m", "seed=0,1,2,3,x", *SMOKE, f"hydra.sweep.dir={sweep}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: job seed=x {' '.join(SMOKE)}: seed='x' is not allowed; expected an integer in [0, 4294967296); "
+        "nothing was trained"]
+    assert not list(sweep.rglob("result.json"))
+
+
+def test_a_refused_command_leaves_the_finished_runs_hydra_files(tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli(*TINY_RUN, f"hydra.run.dir={run_dir}").returncode == 0
+    before = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
+    assert sorted(before) == ["config.yaml", "hydra.yaml", "overrides.yaml"] and b"seed: 0" in before["config.yaml"]
+    refused = cli(*TINY_RUN, "seed=1", f"hydra.run.dir={run_dir}")
+    assert refused.returncode != 0 and "holds a different run" in refused.stderr
+    assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == before
+
+
+@pytest.mark.parametrize("where", ["too_long", "under_a_file"])
+def test_a_run_dir_the_os_refuses_is_one_line_at_start_up(tmp_path, where):
+    (tmp_path / "file").write_text("")
+    run_dir = tmp_path / ("x" * 300) if where == "too_long" else tmp_path / "file" / "run"
+    done = cli(*TINY_RUN, f"hydra.run.dir={run_dir}")
+    why = "File name too long" if where == "too_long" else "Not a directory"
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == \
+        [f"error: hydra.run.dir={run_dir} cannot be created ({why})"]
+
+
+def _limit_file_size():  # a write past 1 MiB fails as on a full disk (EFBIG rather than ENOSPC)
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_a_failed_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path):
+    import subprocess
+    import sys
+    from helpers import ROOT
+    run_dir = tmp_path / "run"
+    args = [*TINY_RUN, f"hydra.run.dir={run_dir}", "train.forms_cache=null"]
+    done = subprocess.run([sys.executable, "-m", "ablate", *args], cwd=ROOT, capture_output=True, text=True,
+                          preexec_fn=_limit_file_size, timeout=600)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert last == f"error: {run_dir}: File too large on {run_dir / 'last.pt'}; files already written are " \
+                   "unchanged; fix it and rerun the same command to resume"
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed" and record["reason"].startswith("OSError: [Errno 27] File too large")
+    assert not list(run_dir.glob(".*.ablate.tmp"))
+    assert cli(*args).returncode == 0
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
+
+
+def test_a_damaged_best_checkpoint_stops_the_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY_RUN, "budget.epochs=2", f"hydra.run.dir={run_dir}"]
+    assert cli(*args, "train.kill_after_epoch=1").returncode != 0
+    (run_dir / "best.pt").write_bytes(b"not a checkpoint")
+    last = (run_dir / "last.pt").read_bytes()
+    done = cli(*args)
+    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == \
+        f"error: {run_dir / 'best.pt'} is damaged (UnpicklingError); move it away to resume without it, or pass " \
+        "train.overwrite=true"
+    assert (run_dir / "last.pt").read_bytes() == last and (run_dir / "best.pt").read_bytes() == b"not a checkpoint"
+    (run_dir / "best.pt").unlink()
+    assert cli(*args).returncode == 0
+
+
+@pytest.mark.parametrize("damage", ["weights", "shapes", "record", "lock"])
+def test_robustness_names_a_damaged_run_and_evaluates_the_others(tmp_path, capsys, damage):
+    from safetensors.torch import save_file
+    from ablate.robustness import main
+    good, bad = _finished(tmp_path, "a_good"), tmp_path / "sweep" / "b_bad"
+    shutil.copytree(good, bad)
+    record = json.loads((bad / "result.json").read_text())
+    record["identity_hash"] = "0" * 16
+    (bad / "result.json").write_text(json.dumps(record))
+    holder = None
+    if damage == "weights":
+        (bad / "model.safetensors").write_bytes(b"garbage")
+    elif damage == "shapes":
+        import torch
+        save_file({"head.fc.weight": torch.zeros(3, 3)}, bad / "model.safetensors")
+    elif damage == "record":
+        (bad / "result.json").write_text("{")
+    else:
+        holder = RunDirLock(bad).__enter__()  # another process would hold it
+    try:
+        code = main([str(tmp_path / "sweep"), "corruptions=[snow]", "severities=[1]", "subset=16", "cache_dir=null"])
+    finally:
+        if holder is not None:
+            holder.__exit__(None, None, None)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 2 and errors[0].startswith(f"error: {bad}: "), errors
+    assert errors[1] == f"error: 1 run(s) under {tmp_path / 'sweep'} were not evaluated (named above); " \
+                                   "the others were"
+    assert json.loads((good / "result.json").read_text())["robustness"]["corruptions"] == ["snow"]

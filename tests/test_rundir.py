@@ -97,6 +97,17 @@ def test_resume_under_another_precision_is_refused_unless_asked(tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_on_another_process_count_is_refused_unless_asked(tmp_path):
+    args = ["+step=baseline", *SMOKE, "budget.epochs=2", "train.threads=1", f"hydra.run.dir={tmp_path}"]
+    assert cli(*args, "train.kill_after_epoch=1").returncode == -9
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"}
+    refused = cli("--nproc_per_node=2", "--master_port=29537", "-m", "ablate", *args,
+                  module=("-m", "torch.distributed.run"))
+    assert refused.returncode != 0 and "resuming would change processes: 1 -> 2 mid-run" in refused.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+
+@pytest.mark.slow
 def test_two_identical_commands_one_trains_the_other_is_refused(tmp_path):
     # long enough (about 20 s) that the second command starts while the first still trains
     args = ["+step=baseline", *SMOKE, "data.train_size=512", "budget.epochs=20", f"hydra.run.dir={tmp_path}"]
