@@ -25,7 +25,7 @@ from stages.forms import AUTO, FORMS
 from .io import path_component
 from .seeding import SEED_LIMIT
 
-from .corruptions import corruption_list
+from .corruptions import SUITES, corruption_list
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -233,13 +233,19 @@ class EvalConfig(RunConfigPart):
     """What is measured on a trained net besides clean val accuracy (conf/config.yaml `eval:`); not part of
     a run's identity, so it can be added to finished runs (python -m ablate.robustness)."""
     PREFIX: ClassVar[str] = "eval"
-    corruptions: str | tuple[str, ...] | None = None  # null: none; cifar10c: all of ablate/corruptions.py; or a list
+    corruptions: str | tuple[str, ...] | None = None  # null: none; a suite (all its corruptions); or a list
+    suite: str = "cifar10c"             # whose parameters a list uses (a suite named in corruptions sets it)
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     subset: int = 2000                  # val images corrupted: a fixed subset, the same for every run
     batch_size: int = 500
     cache_dir: str | None = "~/.cache/ablate/corruptions"  # corrupted subsets kept on disk (null: memory only)
 
+    @property
+    def suite_name(self) -> str:
+        return self.corruptions if isinstance(self.corruptions, str) and self.corruptions in SUITES else self.suite
+
     def check(self) -> None:
+        self.require(self.suite in SUITES, "suite", f"one of: {', '.join(SUITES)}")
         try:
             corruption_list(self.corruptions)
         except ValueError as e:
@@ -436,6 +442,9 @@ def run_config(cfg: DictConfig) -> RunConfig:
         eval=EvalConfig.from_dict(raw["eval"]),
         raw=raw)
     run.net.check_input_size(run.data.image_size, key="data.image_size")
+    if run.eval.corruptions and SUITES[run.eval.suite_name].source_size and run.data.kind == "synthetic":
+        raise ConfigError(f"eval suite {run.eval.suite_name} corrupts the val files at "
+                          f"{SUITES[run.eval.suite_name].source_size} px; synthetic data has none: use eval.suite=cifar10c")
     if run.net.num_classes != run.data.num_classes:
         raise ConfigError(f"net.num_classes={run.net.num_classes} but data.num_classes={run.data.num_classes}")
     return run

@@ -1,19 +1,22 @@
-"""Common corruptions (Hendrycks & Dietterich, ICLR 2019) of whole batches, as CIFAR-10-C makes them.
+"""Common corruptions (Hendrycks & Dietterich, ICLR 2019) of whole batches, as CIFAR-10-C and ImageNet-C make them.
 
-Each corruption follows the definition of the CIFAR-10-C reference code (hendrycks/robustness,
-`ImageNet-C/create_c/make_cifar_c.py`) with its parameters for 32 px images (CIFAR10C), written as batched numpy
-and torch operations instead of a loop over PIL images. Where the reference calls ImageMagick (motion blur, and
+Each corruption follows the definition of the reference code (hendrycks/robustness, `ImageNet-C/create_c/`), written
+as batched numpy and torch operations instead of a loop over PIL images, in two suites (SUITES): `cifar10c`, the
+parameters of `make_cifar_c.py` for 32 px images, applied to the images as evaluated; `imagenet_c`, those of
+`make_imagenet_c.py` for 224 px images, applied to the 224 px val images (ImageNet-C's Resize(256) + CenterCrop(224)
+where a file is not 224x224) and saved as JPEG at quality 85 as ImageNet-C is, before the run's eval transform. Where the reference calls ImageMagick (motion blur, and
 the motion-blurred snow layer), the numpy motion blur of the `imagecorruptions` package stands in, as it does
 there. `frost` is not made: it blends photographs of frost that ship with the reference code, not with a package
 this project depends on. So `cifar10c` here is 14 of the 15 ImageNet-C corruptions, in four families.
 
 Every function takes images (n, H, W, 3) float64 in [0, 1], the severity's parameters and a numpy Generator,
-and returns the same shape in [0, 1]. `corrupt()` picks the parameters, seeds the generator from the
+and returns the same shape in [0, 1]. `corrupt()` picks the suite's parameters, seeds the generator from the
 (corruption, severity) pair, and quantises to uint8 as the reference saves its images.
 """
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,10 +49,48 @@ CIFAR10C = {
     "fog": [(.2, 3), (.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
     "brightness": [.05, .1, .15, .2, .3],
     "contrast": [.75, .5, .4, .3, 0.15],
-    "elastic_transform": [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],
+    # (alpha, sigma, affine) in pixels: the reference's IMSIZE (32) times its fractions
+    "elastic_transform": [tuple(32 * f for f in c) for c in
+                          [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)]],
     "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
     "jpeg_compression": [80, 65, 58, 50, 40],
 }
+
+# make_imagenet_c.py: the parameters of severities 1..5 for 224x224 images
+IMAGENETC = {
+    "gaussian_noise": [.08, .12, 0.18, 0.26, 0.38],
+    "shot_noise": [60, 25, 12, 5, 3],
+    "impulse_noise": [.03, .06, .09, 0.17, 0.27],
+    "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+    "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+    "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],
+    "zoom_blur": [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
+                  np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)],
+    "snow": [(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+             (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)],
+    "fog": [(1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)],
+    "brightness": [.1, .2, .3, .4, .5],
+    "contrast": [0.4, .3, .2, .1, .05],
+    # the reference's 244 (for 224, as its comment says) times its fractions
+    "elastic_transform": [tuple(244 * f for f in c) for c in
+                          [(2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02)]],
+    "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+    "jpeg_compression": [25, 18, 15, 10, 7],
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One benchmark's corruptions: its parameters, the image size they were made for (None: the images as
+    evaluated), the JPEG quality its images are saved at (None: lossless) and how many images are corrupted at
+    a time (None: all; a fixed number keeps 224 px batches in memory and the random draws reproducible)."""
+    params: dict
+    source_size: int | None = None
+    jpeg_quality: int | None = None
+    chunk: int | None = None
+
+
+SUITES = {"cifar10c": Suite(CIFAR10C), "imagenet_c": Suite(IMAGENETC, source_size=224, jpeg_quality=85, chunk=100)}
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -227,7 +268,8 @@ def defocus_blur(x, c, rng):
     span = np.arange(-8, 9) if radius <= 8 else np.arange(-radius, radius + 1)
     disk = ((span[:, None] ** 2 + span[None, :] ** 2) <= radius ** 2).astype(np.float64)
     disk /= disk.sum()
-    g = np.exp(-np.arange(-1, 2) ** 2 / (2 * alias_blur ** 2))  # cv2.GaussianBlur, ksize 3 (radius <= 8)
+    half = 1 if radius <= 8 else 2  # cv2.GaussianBlur's ksize: 3 up to radius 8, then 5
+    g = np.exp(-np.arange(-half, half + 1) ** 2 / (2 * alias_blur ** 2))
     g /= g.sum()
     kernel = _filter2d(disk[None, :, :, None], g, g, "mirror")[0, :, :, 0]
     t = torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(0, 3, 1, 2)
@@ -296,11 +338,11 @@ def contrast(x, c, rng):
 
 
 def elastic_transform(x, c, rng):
-    """The reference's CIFAR version: a random affine of three points (reflect-101 border), then a smooth
-    random displacement field (Gaussian, reflect), sampled bilinearly."""
+    """The reference's version (CIFAR's and ImageNet's are one, with parameters in pixels): a random affine of
+    three points (reflect-101 border), then a smooth random displacement field (Gaussian, reflect), sampled
+    bilinearly."""
     n, h, w = x.shape[:3]
-    scale = h  # the reference's IMSIZE
-    alpha, sigma, affine = c[0] * scale, c[1] * scale, c[2] * scale
+    alpha, sigma, affine = c
     centre = np.float32([h, w]) // 2
     square = min(h, w) // 3
     pts1 = np.float32([centre + square, [centre[0] + square, centre[1] - square], centre - square])
@@ -359,27 +401,41 @@ def corruption_seed(name: str, severity: int) -> int:
     return CORRUPTIONS.index(name) * 10 + severity
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, params: dict = CIFAR10C) -> np.ndarray:
-    """uint8 images (n, H, W, 3) corrupted by `name` at `severity` (1..5), uint8 as the reference saves them
-    (np.uint8 of the float image: rounded down)."""
+def corrupt(images: np.ndarray, name: str, severity: int, suite: str | Suite = "cifar10c") -> np.ndarray:
+    """uint8 images (n, H, W, 3) corrupted by `name` at `severity` (1..5) with the suite's parameters, uint8 as
+    the reference saves them (np.uint8 of the float image: rounded down; then JPEG where the suite is)."""
     if name not in CORRUPTIONS:
         why = f" ({NOT_MADE[name]})" if name in NOT_MADE else ""
         raise ValueError(f"corruption {name!r} is not available{why}; choose from: {', '.join(CORRUPTIONS)}")
     if not 1 <= severity <= 5:
         raise ValueError(f"severity {severity} is not allowed; expected 1..5")
+    spec = SUITES[suite] if isinstance(suite, str) else suite
     rng = np.random.default_rng(corruption_seed(name, severity))
-    fn = globals()[name]
-    out = fn(images.astype(np.float64) / 255, params[name][severity - 1], rng)
-    return np.clip(out * 255, 0, 255).astype(np.uint8)
+    fn, c = globals()[name], spec.params[name][severity - 1]
+    step = spec.chunk or max(len(images), 1)
+    out = np.concatenate([np.clip(fn(images[i:i + step].astype(np.float64) / 255, c, rng) * 255, 0, 255)
+                          .astype(np.uint8) for i in range(0, len(images), step)])
+    return out if spec.jpeg_quality is None else jpeg_round_trip(out, spec.jpeg_quality)
+
+
+def jpeg_round_trip(images: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 images saved as JPEG at `quality` (PIL, as the reference saves ImageNet-C) and read back."""
+    out = np.empty_like(images)
+    for i, img in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=quality, optimize=True)
+        out[i] = np.asarray(Image.open(buf))
+    return out
 
 
 def corruption_list(spec: str | tuple[str, ...] | None) -> tuple[str, ...]:
-    """eval.corruptions as names: null -> none, cifar10c -> all of CORRUPTIONS, or a list of them."""
+    """eval.corruptions as names: null -> none, a suite's name (cifar10c, imagenet_c) -> all of CORRUPTIONS, or a
+    list of them."""
     if spec is None:
         return ()
-    names = CORRUPTIONS if spec == "cifar10c" else (spec,) if isinstance(spec, str) else tuple(spec)
+    names = CORRUPTIONS if spec in SUITES else (spec,) if isinstance(spec, str) else tuple(spec)
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
         why = "".join(f" ({n} {NOT_MADE[n]})" for n in unknown if n in NOT_MADE)
-        raise ValueError(f"cifar10c or a list of {', '.join(CORRUPTIONS)}{why}")
+        raise ValueError(f"{' or '.join(SUITES)} or a list of {', '.join(CORRUPTIONS)}{why}")
     return names

@@ -172,8 +172,10 @@ class ImageDataset(Dataset):
     """Images held decoded in memory (`images` array) or read from disk (`paths`), with labels, transformed one
     PIL image at a time."""
 
-    def __init__(self, labels, transform: SeededTransform, images: np.ndarray | None = None, paths=None):
+    def __init__(self, labels, transform: SeededTransform, images: np.ndarray | None = None, paths=None,
+                 sources: list[Path] | None = None):
         self.labels, self.transform, self.images, self.paths = labels, transform, images, paths
+        self.sources = sources if sources is not None else paths  # the file of each image (None: synthetic)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -265,7 +267,9 @@ class BatchedImages:
     (seed, epoch) stream, so sample i of epoch e gets the same crop whatever the batch it falls in, the process
     count or an interruption. Evaluation: resize the shorter side to image_size / eval_crop_pct, centre crop."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, data, interpolation: str, train: bool, seed: int):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, data, interpolation: str, train: bool, seed: int,
+                 sources: list[Path] | None = None):
+        self.sources = sources  # the file each image was decoded from (None: synthetic)
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.size, self.scale, self.crop_pct = data.image_size, tuple(data.crop_scale), data.eval_crop_pct
@@ -433,15 +437,15 @@ def build_datasets(data, recipe, seed: int) -> Splits:
         val = data.train_size + _subset(data.val_size, data.val_subset, data.seed)
         arrays = {"train": (xs[train], ys[train]), "val": (xs[val], ys[val])}
         classes = synthetic_class_names(data.num_classes)
-        fingerprint = synthetic_fingerprint(data)
+        fingerprint, sources = synthetic_fingerprint(data), {}
     else:
-        arrays, classes, fingerprint = _scan_folder_splits(data, recipe.interpolation)
+        arrays, classes, fingerprint, sources = _scan_folder_splits(data, recipe.interpolation)
     if pipeline == "batched":
-        splits = {k: BatchedImages(x, y, data, recipe.interpolation, train=k == "train", seed=seed)
-                  for k, (x, y) in arrays.items()}
+        splits = {k: BatchedImages(x, y, data, recipe.interpolation, train=k == "train", seed=seed,
+                                   sources=sources.get(k)) for k, (x, y) in arrays.items()}
     else:
         transforms = dict(zip(("train", "val"), build_transforms(data, recipe, seed)))
-        splits = {k: ImageDataset(y, transforms[k], images=x) if isinstance(x, np.ndarray)
+        splits = {k: ImageDataset(y, transforms[k], images=x, sources=sources.get(k)) if isinstance(x, np.ndarray)
                   else ImageDataset(y, transforms[k], paths=x) for k, (x, y) in arrays.items()}
     return Splits(splits["train"], splits["val"], classes, pipeline, fingerprint)
 
@@ -456,11 +460,12 @@ def _synthetic_dataset(n: int, size: int, num_classes: int, seed: int) -> tuple[
     return synthetic_images(n, size, num_classes, seed)
 
 
-def _scan_folder_splits(data, interpolation: str) -> tuple[dict, list[str], str]:
-    """{split: (decoded uint8 images or paths, labels)} of an ImageFolder root, its classes and fingerprint.
-    In-memory data are decoded at the size the run needs (decode_all's `short`), once per process."""
+def _scan_folder_splits(data, interpolation: str) -> tuple[dict, list[str], str, dict]:
+    """{split: (decoded uint8 images or paths, labels)} of an ImageFolder root, its classes, fingerprint and
+    {split: the file of each image}. In-memory data are decoded at the size the run needs (decode_all's `short`),
+    once per process."""
     root = Path(data.root).expanduser()
-    arrays, classes, files = {}, None, {}
+    arrays, classes, files, sources = {}, None, {}, {}
     for split, keep in (("train", data.train_subset), ("val", data.val_subset)):
         samples, split_classes = scan_image_folder(root / split)
         if classes is not None and split_classes != classes:
@@ -468,6 +473,7 @@ def _scan_folder_splits(data, interpolation: str) -> tuple[dict, list[str], str]
         classes = split_classes
         files[split] = samples
         samples = [samples[i] for i in _subset(len(samples), keep, data.seed)]
+        sources[split] = [p for p, _ in samples]
         if data.in_memory:
             short = eval_resize(data)
             key = (str(root.resolve()), split, keep, data.seed, short, interpolation)
@@ -482,7 +488,7 @@ def _scan_folder_splits(data, interpolation: str) -> tuple[dict, list[str], str]
     if len(classes) != data.num_classes:
         raise DataError(f"data.num_classes={data.num_classes} but {root}/train has {len(classes)} class folders; "
                         f"set data.num_classes={len(classes)}")
-    return arrays, classes, folder_fingerprint(root, files, contents=data.in_memory)
+    return arrays, classes, folder_fingerprint(root, files, contents=data.in_memory), sources
 
 
 FINGERPRINT_CACHE = Path("~/.cache/ablate/fingerprints.json")

@@ -1,17 +1,19 @@
 """Corruption robustness of trained runs: top-1 under every corruption and severity of a fixed val subset.
 
-A run evaluates it after its last epoch when `eval.corruptions` is set (`cifar10c`: the corruptions of
-ablate/corruptions.py), and `python -m ablate.robustness DIR` adds it to finished runs from their saved weights.
-Either way the record's `robustness` field holds top-1 per (corruption, severity), clean top-1 on the same subset,
-the mean corruption top-1 and its relative drop. The subset (eval.subset images, drawn once with a fixed seed) and
-the corrupted images (seeded per corruption and severity) are the same for every run; within one process they are
-made once and reused.
+A run evaluates it after its last epoch when `eval.corruptions` is set (a suite, `cifar10c` or `imagenet_c`, or a
+list of the corruptions of ablate/corruptions.py under `eval.suite`'s parameters), and `python -m ablate.robustness
+DIR` adds it to finished runs from their saved weights. Either way the record's `robustness` field holds top-1 per
+(corruption, severity), clean top-1 on the same subset, the mean corruption top-1 and its relative drop. The subset
+(eval.subset images, drawn once with a fixed seed) and the corrupted images (seeded per corruption and severity) are
+the same for every run; within one process they are made once and reused. `cifar10c` corrupts the images as
+evaluated; `imagenet_c` corrupts the 224 px val files, as ImageNet-C does, and then applies the run's eval transform.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -22,14 +24,15 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+import torchvision.transforms.functional as TF
 from safetensors.torch import load_file
 
 from stages import Validated, build_net
 
 from .cli import Command, SomeFailed, one_line
 from .config import ConfigError, EvalConfig, RunConfig, run_config
-from .corruptions import NOT_MADE, corrupt, corruption_list
-from .data import BatchedImages, ImageDataset, build_datasets, load_image
+from .corruptions import NOT_MADE, SUITES, corrupt, corruption_list
+from .data import BatchedImages, DataError, ImageDataset, build_datasets, load_image
 from .device import pick_device, torch_threads
 from .io import atomic_write_bytes
 from .rundir import RESULT, WEIGHTS, RunDirLock, read_record, write_record
@@ -38,33 +41,75 @@ SUBSET_SEED = 0  # the val subset is the same for every run and every seed
 _CORRUPTED: dict[tuple[str, str, int], np.ndarray] = {}  # (clean subset digest, corruption, severity) -> images
 
 
+def subset_indices(n: int, size: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:min(size, n)])
+
+
 def val_subset(dataset, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed subset of the val split as evaluated (resized, centre-cropped), uint8 (n, H, W, 3), and labels."""
-    n = len(dataset)
-    idx = np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:min(size, n)])
+    idx = subset_indices(len(dataset), size)
     if isinstance(dataset, BatchedImages):
         x = dataset.eval_pixels(torch.as_tensor(idx))
         labels = dataset.labels[idx].numpy()
     else:  # per-sample data: the val transform's geometry, without its normalisation
-        images = [_eval_geometry(dataset, i) for i in idx]
+        images = [_eval_geometry(dataset, _image(dataset, i)) for i in idx]
         x = torch.stack([torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in images]).float()
         labels = np.asarray(dataset.labels)[idx]
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), labels
 
 
-def _eval_geometry(dataset: ImageDataset, i: int) -> Image.Image:
-    """One val image of a per-sample dataset through its transform's resize and centre crop (no normalisation)."""
-    img = Image.fromarray(dataset.images[i]) if dataset.images is not None else load_image(dataset.paths[i])
+def source_subset(dataset, size: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same subset as val_subset, read from its files at the suite's size (ImageNet-C: Resize(256) and
+    CenterCrop(224) of any file that is not already side x side), uint8 (n, side, side, 3), and labels."""
+    if dataset.sources is None:
+        raise DataError(f"a suite made for {side} px images corrupts the val files; this data has none (synthetic): "
+                        "use eval.suite=cifar10c")
+    idx = subset_indices(len(dataset), size)
+    images = []
+    for i in idx:
+        img = load_image(dataset.sources[i])
+        if img.size != (side, side):
+            img = TF.center_crop(TF.resize(img, round(side * 256 / 224)), side)
+        images.append(np.asarray(img))
+    return np.stack(images), np.asarray(dataset.labels)[idx]
+
+
+def _image(dataset: ImageDataset, i: int) -> Image.Image:
+    return Image.fromarray(dataset.images[i]) if dataset.images is not None else load_image(dataset.paths[i])
+
+
+def _eval_geometry(dataset, img: Image.Image) -> Image.Image:
+    """One image through the val transform's resize and centre crop (no normalisation)."""
+    if isinstance(dataset, BatchedImages):  # the eval transform its in-memory copy was decoded and cropped by
+        short = math.floor(dataset.size / dataset.crop_pct)
+        if min(img.size) != short:
+            img = TF.resize(img, short, interpolation=TF.InterpolationMode(dataset.mode))
+        return TF.center_crop(img, dataset.size)
     geometry = [t for t in dataset.transform.transform.transforms if type(t).__name__ in ("Resize", "CenterCrop")]
     for t in geometry:
         img = t(img)
     return img
 
 
-def corrupted(clean: np.ndarray, name: str, severity: int, cache_dir: str | None) -> np.ndarray:
+def as_evaluated(dataset, images: np.ndarray) -> np.ndarray:
+    """uint8 images (n, S, S, 3) at a suite's size through the val transform's geometry."""
+    return np.stack([np.asarray(_eval_geometry(dataset, Image.fromarray(x))) for x in images])
+
+
+def geometry_key(dataset) -> str:
+    """What decides as_evaluated's output besides the images: part of the corrupted images' cache key."""
+    if isinstance(dataset, BatchedImages):
+        return f"{dataset.size}:{dataset.crop_pct}:{dataset.mode}"
+    return repr([t for t in dataset.transform.transform.transforms if type(t).__name__ in ("Resize", "CenterCrop")])
+
+
+def corrupted(clean: np.ndarray, name: str, severity: int, cache_dir: str | None, suite: str = "cifar10c",
+              finish=None, finish_key: str = "") -> np.ndarray:
     """The corrupted subset, made once: kept in memory for this process and, with a cache_dir, on disk for
-    later ones (keyed by the clean images' digest, so another subset or dataset never reads it)."""
-    digest = hashlib.sha256(clean.tobytes()).hexdigest()[:16]
+    later ones (keyed by the clean images' digest, and for a suite made at its own size by the suite and the
+    eval geometry `finish` applies, so another subset, dataset or resolution never reads it)."""
+    salt = b"" if suite == "cifar10c" else f"{suite}:{finish_key}".encode()  # cifar10c keeps its older keys
+    digest = hashlib.sha256(clean.tobytes() + salt).hexdigest()[:16]
     key = (digest, name, severity)
     if key in _CORRUPTED:
         return _CORRUPTED[key]
@@ -72,7 +117,9 @@ def corrupted(clean: np.ndarray, name: str, severity: int, cache_dir: str | None
     if path is not None and path.exists():
         images = np.load(path)
     else:
-        images = corrupt(clean, name, severity)
+        images = corrupt(clean, name, severity, suite)
+        if finish is not None:
+            images = finish(images)
         if path is not None:
             buf = io.BytesIO()
             np.save(buf, images)
@@ -95,16 +142,25 @@ def top1(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, normali
 def evaluate_robustness(model: torch.nn.Module, val, eval_cfg: EvalConfig, device) -> dict:
     """The `robustness` field of a record: the model on every corruption and severity of the val subset."""
     start = time.perf_counter()
-    clean, labels = val_subset(val, eval_cfg.subset)
+    suite = eval_cfg.suite_name
+    side = SUITES[suite].source_size
+    if side is None:  # corrupt the images as evaluated
+        source, labels = val_subset(val, eval_cfg.subset)
+        finish, finish_key, clean = None, "", source
+    else:  # corrupt the files at the suite's size, then evaluate them as the val split is
+        source, labels = source_subset(val, eval_cfg.subset, side)
+        finish, finish_key = (lambda images: as_evaluated(val, images)), geometry_key(val)
+        clean = finish(source)
     normalize = BatchedImages.normalizer()
     clean_top1 = top1(model, clean, labels, normalize, device, eval_cfg.batch_size)
-    table = {name: {str(s): top1(model, corrupted(clean, name, s, eval_cfg.cache_dir), labels, normalize, device,
-                                 eval_cfg.batch_size)
+    table = {name: {str(s): top1(model, corrupted(source, name, s, eval_cfg.cache_dir, suite, finish, finish_key),
+                                 labels, normalize, device, eval_cfg.batch_size)
                     for s in eval_cfg.severities}
              for name in corruption_list(eval_cfg.corruptions)}
     mean = float(np.mean([v for per in table.values() for v in per.values()]))
-    return {"corruptions": list(table), "severities": list(eval_cfg.severities), "subset": len(clean),
-            "subset_seed": SUBSET_SEED, "not_made": sorted(NOT_MADE), "clean_top1": clean_top1, "top1": table,
+    return {"suite": suite, "corruptions": list(table), "severities": list(eval_cfg.severities),
+            "subset": len(clean), "subset_seed": SUBSET_SEED, "not_made": sorted(NOT_MADE), "clean_top1": clean_top1,
+            "top1": table,
             "mean_corruption_top1": mean, "relative_drop": (clean_top1 - mean) / clean_top1 if clean_top1 else None,
             "time_s": time.perf_counter() - start}
 
@@ -114,9 +170,10 @@ def wanted(record: dict, eval_cfg: EvalConfig) -> bool:
     if eval_cfg.corruptions is None:
         return False
     have = record.get("robustness") or {}
-    asked = (list(corruption_list(eval_cfg.corruptions)), list(eval_cfg.severities),
+    asked = (eval_cfg.suite_name, list(corruption_list(eval_cfg.corruptions)), list(eval_cfg.severities),
              min(eval_cfg.subset, record.get("val_images") or eval_cfg.subset))
-    return (have.get("corruptions"), have.get("severities"), have.get("subset")) != asked
+    # records from before suites were all cifar10c
+    return (have.get("suite", "cifar10c"), have.get("corruptions"), have.get("severities"), have.get("subset")) != asked
 
 
 def add_to_record(out: Path, run: RunConfig, device) -> dict:
@@ -137,6 +194,7 @@ class RobustnessOptions(Validated):
     PREFIX: ClassVar[str] = ""
     ERROR: ClassVar[type[Exception]] = ConfigError
     corruptions: str | tuple[str, ...] = "cifar10c"
+    suite: str = "cifar10c"
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     subset: int = 2000
     batch_size: int = 500
@@ -152,8 +210,8 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def add_to_runs(root: str, options: RobustnessOptions, overrides: list[str]) -> None:
-    eval_cfg = EvalConfig(corruptions=options.corruptions, severities=options.severities, subset=options.subset,
-                          batch_size=options.batch_size, cache_dir=options.cache_dir)
+    eval_cfg = EvalConfig(corruptions=options.corruptions, suite=options.suite, severities=options.severities,
+                          subset=options.subset, batch_size=options.batch_size, cache_dir=options.cache_dir)
     device = pick_device(options.device, key="device")
     failed = []
     with torch_threads(options.threads):
@@ -188,7 +246,8 @@ COMMAND = Command(
     "python -m ablate.robustness", "Adds corruption robustness to every finished run under DIR, from its saved "
     "weights (the same fields a run with eval.corruptions=... records).", RobustnessOptions, positional=("DIR",),
     examples=("python -m ablate.robustness multirun/cifar10_proxy/r50",
-              "python -m ablate.robustness outputs/r50 corruptions=[fog,snow] severities=[3,5] subset=500"))
+              "python -m ablate.robustness outputs/r50 corruptions=[fog,snow] severities=[3,5] subset=500",
+              "python -m ablate.robustness multirun/imagenette_proxy/r50 corruptions=imagenet_c subset=500"))
 
 
 def main(argv: list[str]) -> int:

@@ -4,6 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from ablate.config import compose_config, net_config, step_overrides
 from ablate.paper import roadmap_steps
 from stages import build_net
@@ -41,3 +44,19 @@ def start_cli(*args: str, module=("-m", "ablate"), cwd=ROOT) -> subprocess.Popen
     """`python -m ablate ARGS` started in the background."""
     return subprocess.Popen([sys.executable, *module, *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def photo_folder(root, size=224, per_class=3, classes=("n01", "n02"), grey_first=True):
+    """A small ImageFolder of 224 px images with real structure (gradients and noise), one grayscale."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for k, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                ramp = np.linspace(0, 255, size)[None, :, None] * (1 + k) / 2
+                pixels = np.clip(ramp + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                img = Image.fromarray(pixels)
+                if grey_first and i == 0 and split == "val":
+                    img = img.convert("L")  # Imagenette holds 242 grayscale images
+                img.save(root / split / c / f"{split}_{i}.JPEG", quality=90)
+    return root

@@ -10,6 +10,8 @@ from ablate.config import compose_config, run_config
 from ablate.data import GlobalBatchSampler, build_datasets, build_transforms, synthetic_images
 from ablate.distributed import World
 
+from helpers import photo_folder
+
 
 def test_synthetic_data_is_deterministic_and_balanced():
     a, ya = synthetic_images(200, 32, 10, seed=3)
@@ -147,27 +149,11 @@ def test_batched_pipeline_is_seeded_per_sample_and_epoch():
     assert torch.allclose(val_batched, val_ref, atol=1e-5)  # evaluation: the same tensors either way
 
 
-def _photo_folder(root, size=224, per_class=3, classes=("n01", "n02"), grey_first=True):
-    """A small ImageFolder of 224 px images with real structure (gradients and noise), one grayscale."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for k, c in enumerate(classes):
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                ramp = np.linspace(0, 255, size)[None, :, None] * (1 + k) / 2
-                pixels = np.clip(ramp + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-                img = Image.fromarray(pixels)
-                if grey_first and i == 0 and split == "val":
-                    img = img.convert("L")  # Imagenette holds 242 grayscale images
-                img.save(root / split / c / f"{split}_{i}.JPEG", quality=90)
-    return root
-
-
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_imagenette_is_decoded_at_the_size_the_run_needs(tmp_path, interpolation):
     """In memory at the eval transform's resize (224 -> 73 for 64 px), and evaluated as the per-sample pipeline
     evaluates the 224 px files: the same pixels, exactly."""
-    root = _photo_folder(tmp_path / "imagenette")
+    root = photo_folder(tmp_path / "imagenette")
     overrides = ["+experiment=imagenette_proxy", "+step=baseline", f"data.root={root}", "data.num_classes=2",
                  f"recipe.interpolation={interpolation}"]
     run = run_config(compose_config(overrides))
@@ -188,7 +174,7 @@ def test_imagenette_is_decoded_at_the_size_the_run_needs(tmp_path, interpolation
 
 
 def test_the_data_fingerprint_tells_copies_apart(tmp_path):
-    root = _photo_folder(tmp_path / "a", size=40, per_class=2)
+    root = photo_folder(tmp_path / "a", size=40, per_class=2)
     def fingerprint(r, *extra):
         run = run_config(compose_config(["data=folder", f"data.root={r}", "data.num_classes=2", "data.in_memory=true",
                                          "data.image_size=32", *extra]))

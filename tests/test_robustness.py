@@ -16,7 +16,7 @@ from ablate.config import compose_config, run_config
 from ablate.data import synthetic_images
 from ablate.train import train
 
-from helpers import SMOKE
+from helpers import SMOKE, photo_folder
 
 IMAGES = synthetic_images(24, 32, 10, seed=5)[0]
 
@@ -32,7 +32,8 @@ def test_each_corruption_changes_the_image_more_at_higher_severity(name):
         assert not np.array_equal(out, IMAGES)
     change = [np.abs(o.astype(float) - IMAGES).mean() for o in (mild, severe)]
     if name == "elastic_transform":
-        assert corruptions.CIFAR10C[name][0] == (0, 0, 0.08) and corruptions.CIFAR10C[name][4] == (0.1, 0.03, 0.03)
+        assert corruptions.CIFAR10C[name][0] == (0, 0, 32 * 0.08)
+        assert corruptions.CIFAR10C[name][4] == (32 * 0.1, 32 * 0.03, 32 * 0.03)
     else:
         assert change[1] > change[0], change
     assert np.array_equal(corruptions.corrupt(IMAGES, name, 3), corruptions.corrupt(IMAGES, name, 3))  # seeded
@@ -49,17 +50,12 @@ def _imagecorruptions():
     return reference
 
 
-# imagecorruptions' own (ImageNet) parameters, to compare the same definitions with the same numbers
-IMAGENET = {"contrast": [.4, .3, .2, .1, .05], "brightness": [.1, .2, .3, .4, .5],
-            "jpeg_compression": [25, 18, 15, 10, 7], "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
-            "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
-            "gaussian_noise": [.08, .12, 0.18, 0.26, 0.38], "shot_noise": [60, 25, 12, 5, 3],
-            "impulse_noise": [.03, .06, .09, 0.17, 0.27], "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)]}
 DETERMINISTIC = ("contrast", "brightness", "jpeg_compression", "pixelate", "defocus_blur")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(IMAGENET))
+@pytest.mark.parametrize("name", ["contrast", "brightness", "jpeg_compression", "pixelate", "defocus_blur",
+                                  "gaussian_noise", "shot_noise", "impulse_noise", "motion_blur"])
 def test_batched_corruptions_match_the_reference_package(name):
     """Deterministic ones: the same pixels within uint8 rounding. Random ones (noise, motion blur's angle): the
     same mean change per severity within 10% (different random draws, the same distribution)."""
@@ -69,7 +65,8 @@ def test_batched_corruptions_match_the_reference_package(name):
         theirs = np.stack([np.clip(np.asarray(fn(Image.fromarray(x) if name in ("pixelate", "jpeg_compression") else x,
                                                  severity), dtype=np.float64), 0, 255).astype(np.uint8)
                            for x in IMAGES])
-        ours = corruptions.corrupt(IMAGES, name, severity, {**corruptions.CIFAR10C, name: IMAGENET[name]})
+        # imagecorruptions holds ImageNet-C's parameters: ours, without ImageNet-C's JPEG save
+        ours = corruptions.corrupt(IMAGES, name, severity, corruptions.Suite(corruptions.IMAGENETC))
         if name in DETERMINISTIC:
             assert np.abs(ours.astype(int) - theirs).max() <= 1, (name, severity)
         else:
@@ -112,3 +109,40 @@ def test_robustness_command_adds_the_fields_to_a_finished_run(tmp_path, capsys):
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["robustness"]["corruptions"] == ["snow"] and record["status"] == "finished"
     assert main(argv) == 0 and "has it" in capsys.readouterr().out  # not evaluated twice
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_imagenet_c_corrupts_the_224_px_files_then_evaluates_them_as_val(tmp_path, in_memory):
+    """ImageNet-C's way: the 224 px val file corrupted (and saved as JPEG q85), then the run's eval transform;
+    the clean images taken that way are exactly the val split's own evaluated images."""
+    from ablate.data import build_datasets
+    from ablate.robustness import as_evaluated, source_subset, val_subset
+    root = photo_folder(tmp_path / "imagenette")
+    run = run_config(compose_config(["+experiment=imagenette_proxy", f"data.root={root}", "data.num_classes=2",
+                                     f"data.in_memory={str(in_memory).lower()}"]))
+    val = build_datasets(run.data, run.augment, run.seed).val
+    source, labels = source_subset(val, 8, 224)
+    evaluated, same_labels = val_subset(val, 8)
+    assert source.shape == (len(labels), 224, 224, 3) and np.array_equal(labels, same_labels)
+    assert np.array_equal(as_evaluated(val, source), evaluated)
+    made = corruptions.corrupt(source, "gaussian_noise", 1, "imagenet_c")
+    raw = corruptions.corrupt(source, "gaussian_noise", 1, corruptions.Suite(corruptions.IMAGENETC))
+    assert np.array_equal(made, corruptions.jpeg_round_trip(raw, 85)) and not np.array_equal(made, raw)
+
+
+def test_a_run_records_imagenet_c_and_synthetic_data_refuses_it_at_start_up(tmp_path):
+    from ablate.config import ConfigError
+    root = photo_folder(tmp_path / "imagenette")
+    overrides = ["+experiment=imagenette_proxy", "+step=baseline", f"data.root={root}", "data.num_classes=2",
+                 "budget=smoke", "budget.batch_size=2", "eval.corruptions=[fog,contrast]", "eval.suite=imagenet_c",
+                 "eval.severities=[2]", f"eval.cache_dir={tmp_path / 'cache'}"]
+    record = train(run_config(compose_config(overrides)), tmp_path / "run")
+    rob = record["robustness"]
+    assert rob["suite"] == "imagenet_c" and rob["corruptions"] == ["fog", "contrast"] and rob["subset"] == 6
+    cifar = train(run_config(compose_config([*overrides[:-3], "eval.suite=cifar10c", "eval.severities=[2]",
+                                             f"eval.cache_dir={tmp_path / 'cache'}", "seed=1"])), tmp_path / "run1")
+    assert cifar["robustness"]["suite"] == "cifar10c"
+    assert len({p.parent for p in (tmp_path / "cache").rglob("*.npy")}) == 2  # one cache per suite: never mixed
+    with pytest.raises(ConfigError, match="eval suite imagenet_c corrupts the val files at 224 px; synthetic data "
+                                          "has none: use eval.suite=cifar10c"):
+        run_config(compose_config([*SMOKE, "eval.corruptions=imagenet_c"]))
