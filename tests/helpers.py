@@ -60,3 +60,28 @@ def photo_folder(root, size=224, per_class=3, classes=("n01", "n02"), grey_first
                     img = img.convert("L")  # Imagenette holds 242 grayscale images
                 img.save(root / split / c / f"{split}_{i}.JPEG", quality=90)
     return root
+
+
+EXPERIMENTS = (None, "cifar10_proxy", "imagenette_proxy")
+
+
+def identity_table() -> list[dict]:
+    """The identity hash of every checkpoint's composition: each +step=, +undo= and +only= file, both regimes,
+    alone and under each proxy experiment. A restructuring must leave every row as it was (tests/golden/identity.csv),
+    so sweeps started before it resume after it. Computed from the composed config, as RunConfig does, without
+    the data the experiments name."""
+    from omegaconf import OmegaConf
+    from ablate.config import CONF_DIR, identity_hash
+    rows = []
+    for regime in ("r50", "r200"):
+        for experiment in EXPERIMENTS:
+            for group in ("step", "undo", "only"):
+                for path in sorted((CONF_DIR / group).glob("*.yaml")):
+                    overrides = [f"+{group}={path.stem}", f"regime={regime}"]
+                    overrides += [f"+experiment={experiment}"] if experiment else []
+                    raw = OmegaConf.to_container(compose_config(overrides), resolve=True)  # no data needed
+                    raw.pop("hydra", None)
+                    rows.append({"regime": regime, "experiment": experiment or "", "group": group, "name": path.stem,
+                                 "identity_hash": identity_hash(raw)})
+    return rows
+

@@ -1,4 +1,6 @@
 """Every step composes through Hydra's compose API; bad input fails at start-up naming the key."""
+from pathlib import Path
+
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
@@ -6,7 +8,7 @@ from ablate.config import compose_config, net_config, step_overrides
 from ablate.paper import paper_table, roadmap_steps
 from stages import NetConfig, NetConfigError
 
-from helpers import CHANGE_FLAGS, R50_STEPS
+from helpers import CHANGE_FLAGS, R50_STEPS, identity_table
 
 
 @pytest.mark.parametrize("regime", ["r50", "r200"])
@@ -85,3 +87,16 @@ def test_input_size_the_net_cannot_tile():
 def test_unknown_key_in_plain_data():
     with pytest.raises(NetConfigError, match="unknown key.*net.kernal_size.*allowed keys"):
         NetConfig.from_dict({"kernal_size": 7})
+
+
+@pytest.mark.slow
+def test_every_checkpoint_keeps_its_run_identity():
+    """tests/golden/identity.csv (written before the restructurings, checked equal at the revision that trained the
+    Imagenette curves): a change that moves any checkpoint's identity would orphan the runs of every sweep started
+    before it. Regenerate it (tests/golden/regenerate.py identity) only for a change meant to start runs afresh."""
+    import pandas as pd
+    golden = pd.read_csv(Path(__file__).parent / "golden" / "identity.csv", keep_default_na=False)
+    now = pd.DataFrame(identity_table())
+    assert now[["regime", "experiment", "group", "name"]].equals(golden[["regime", "experiment", "group", "name"]])
+    moved = now[now.identity_hash != golden.identity_hash]
+    assert moved.empty, moved.to_string()
