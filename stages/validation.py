@@ -42,12 +42,19 @@ class Validated:
 
     @classmethod
     def from_dict(cls, values: dict):
-        """cls(**values), where an unknown key is an error naming it and the allowed keys."""
-        known = [f.name for f in dataclasses.fields(cls)]
+        """cls(**values), where an unknown key, or a missing one that has no default, is an error naming it."""
+        fields = dataclasses.fields(cls)
+        known = [f.name for f in fields]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise cls.ERROR(f"unknown key(s) {', '.join(cls.PREFIX + '.' + k for k in unknown)}; "
                             f"allowed keys: {', '.join(sorted(known))}")
+        missing = [f.name for f in fields if f.name not in values and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            keys = ", ".join(cls.PREFIX + "." + k if cls.PREFIX else k for k in missing)
+            raise cls.ERROR(f"missing key(s) {keys}: the config group that sets them lacks them; add them to its "
+                            "file (or +KEY=VALUE on the command line)")
         return cls(**values)
 
 

@@ -392,3 +392,15 @@ def test_robustness_names_a_damaged_run_and_evaluates_the_others(tmp_path, capsy
     assert errors[1] == f"error: 1 run(s) under {tmp_path / 'sweep'} were not evaluated (named above); " \
                                    "the others were"
     assert json.loads((good / "result.json").read_text())["robustness"]["corruptions"] == ["snow"]
+
+
+def test_a_recipe_file_missing_a_key_is_one_line_naming_it(tmp_path):
+    (tmp_path / "recipe").mkdir()
+    modern = (Path(__file__).parents[1] / "conf" / "recipe" / "modern.yaml").read_text()
+    (tmp_path / "recipe" / "mine.yaml").write_text("".join(l for l in modern.splitlines(True)
+                                                             if not l.startswith("lr:")))
+    done = cli("recipe=mine", f"hydra.searchpath=[file://{tmp_path}]", *TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        "error: missing key(s) recipe.lr: the config group that sets them lacks them; add them to its file (or "
+        "+KEY=VALUE on the command line)"]
+    assert not (tmp_path / "run" / "result.json").exists()
