@@ -24,6 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
@@ -170,7 +171,10 @@ class SeededTransform:
 
 class ImageDataset(Dataset):
     """Images held decoded in memory (`images` array) or read from disk (`paths`), with labels, transformed one
-    PIL image at a time."""
+    PIL image at a time.
+
+    Both dataset kinds (this and BatchedImages) show evaluators one face: `labels`, `sources` (the file of each
+    image, None for synthetic data), `eval_pixels(index)`, `eval_geometry(img)` and `geometry`."""
 
     def __init__(self, labels, transform: SeededTransform, images: np.ndarray | None = None, paths=None,
                  sources: list[Path] | None = None):
@@ -180,9 +184,32 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _image(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i]) if self.images is not None else load_image(self.paths[i])
+
     def __getitem__(self, i: int):
-        img = Image.fromarray(self.images[i]) if self.images is not None else load_image(self.paths[i])
-        return self.transform(img, i), int(self.labels[i])
+        return self.transform(self._image(i), i), int(self.labels[i])
+
+    @property
+    def _geometry(self) -> list:
+        """The eval transform's resize and centre crop (its normalisation left out)."""
+        return [t for t in self.transform.transform.transforms if isinstance(t, (T.Resize, T.CenterCrop))]
+
+    @property
+    def geometry(self) -> str:
+        """What eval_geometry does, as a key (for caches of images made through it)."""
+        return repr(self._geometry)
+
+    def eval_geometry(self, img: Image.Image) -> Image.Image:
+        """One image through the eval transform's resize and centre crop."""
+        for t in self._geometry:
+            img = t(img)
+        return img
+
+    def eval_pixels(self, index) -> torch.Tensor:
+        """Float pixels (n, 3, H, W) of the evaluated images at `index`: resized and centre-cropped, not normalised."""
+        return torch.stack([torch.from_numpy(np.asarray(self.eval_geometry(self._image(int(i))))).permute(2, 0, 1)
+                            for i in index]).float()
 
     def set_epoch(self, epoch: int) -> None:
         self.transform.epoch = epoch
@@ -310,6 +337,18 @@ class BatchedImages:
     def eval_pixels(self, index: torch.Tensor) -> torch.Tensor:
         """Float pixels of the evaluated images: resized and centre-cropped, not normalised."""
         return self._resize_centre_crop(self.images[index].float())
+
+    @property
+    def geometry(self) -> str:
+        return f"resize {math.floor(self.size / self.crop_pct)} {self.mode}, centre crop {self.size}"
+
+    def eval_geometry(self, img: Image.Image) -> Image.Image:
+        """One image (e.g. a source file) through the eval transform its in-memory copy was decoded and cropped
+        by: torchvision's Resize of the PIL image to the shorter side image_size / eval_crop_pct, then CenterCrop."""
+        short = math.floor(self.size / self.crop_pct)
+        if min(img.size) != short:
+            img = TF.resize(img, short, interpolation=TF.InterpolationMode(self.mode))
+        return TF.center_crop(img, self.size)
 
     def _resize_centre_crop(self, x: torch.Tensor) -> torch.Tensor:
         """timm's eval transform: shorter side to image_size / eval_crop_pct, then the centre image_size."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from stages import Validated, build_net
 from .cli import Command, SomeFailed, one_line
 from .config import ConfigError, EvalConfig, RunConfig, run_config
 from .corruptions import NOT_MADE, SUITES, corrupt, corruption_list
-from .data import BatchedImages, DataError, ImageDataset, build_datasets, load_image
+from .data import BatchedImages, DataError, build_datasets, load_image
 from .device import pick_device, torch_threads
 from .io import atomic_write_bytes
 from .rundir import RESULT, WEIGHTS, RunDirLock, read_record, write_record
@@ -48,14 +47,8 @@ def subset_indices(n: int, size: int) -> np.ndarray:
 def val_subset(dataset, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed subset of the val split as evaluated (resized, centre-cropped), uint8 (n, H, W, 3), and labels."""
     idx = subset_indices(len(dataset), size)
-    if isinstance(dataset, BatchedImages):
-        x = dataset.eval_pixels(torch.as_tensor(idx))
-        labels = dataset.labels[idx].numpy()
-    else:  # per-sample data: the val transform's geometry, without its normalisation
-        images = [_eval_geometry(dataset, _image(dataset, i)) for i in idx]
-        x = torch.stack([torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in images]).float()
-        labels = np.asarray(dataset.labels)[idx]
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), labels
+    x = dataset.eval_pixels(torch.as_tensor(idx))
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), np.asarray(dataset.labels)[idx]
 
 
 def source_subset(dataset, size: int, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,33 +67,9 @@ def source_subset(dataset, size: int, side: int) -> tuple[np.ndarray, np.ndarray
     return np.stack(images), np.asarray(dataset.labels)[idx]
 
 
-def _image(dataset: ImageDataset, i: int) -> Image.Image:
-    return Image.fromarray(dataset.images[i]) if dataset.images is not None else load_image(dataset.paths[i])
-
-
-def _eval_geometry(dataset, img: Image.Image) -> Image.Image:
-    """One image through the val transform's resize and centre crop (no normalisation)."""
-    if isinstance(dataset, BatchedImages):  # the eval transform its in-memory copy was decoded and cropped by
-        short = math.floor(dataset.size / dataset.crop_pct)
-        if min(img.size) != short:
-            img = TF.resize(img, short, interpolation=TF.InterpolationMode(dataset.mode))
-        return TF.center_crop(img, dataset.size)
-    geometry = [t for t in dataset.transform.transform.transforms if type(t).__name__ in ("Resize", "CenterCrop")]
-    for t in geometry:
-        img = t(img)
-    return img
-
-
 def as_evaluated(dataset, images: np.ndarray) -> np.ndarray:
-    """uint8 images (n, S, S, 3) at a suite's size through the val transform's geometry."""
-    return np.stack([np.asarray(_eval_geometry(dataset, Image.fromarray(x))) for x in images])
-
-
-def geometry_key(dataset) -> str:
-    """What decides as_evaluated's output besides the images: part of the corrupted images' cache key."""
-    if isinstance(dataset, BatchedImages):
-        return f"{dataset.size}:{dataset.crop_pct}:{dataset.mode}"
-    return repr([t for t in dataset.transform.transform.transforms if type(t).__name__ in ("Resize", "CenterCrop")])
+    """uint8 images (n, S, S, 3) at a suite's size through the val split's eval geometry."""
+    return np.stack([np.asarray(dataset.eval_geometry(Image.fromarray(x))) for x in images])
 
 
 def corrupted(clean: np.ndarray, name: str, severity: int, cache_dir: str | None, suite: str = "cifar10c",
@@ -149,7 +118,7 @@ def evaluate_robustness(model: torch.nn.Module, val, eval_cfg: EvalConfig, devic
         finish, finish_key, clean = None, "", source
     else:  # corrupt the files at the suite's size, then evaluate them as the val split is
         source, labels = source_subset(val, eval_cfg.subset, side)
-        finish, finish_key = (lambda images: as_evaluated(val, images)), geometry_key(val)
+        finish, finish_key = (lambda images: as_evaluated(val, images)), val.geometry
         clean = finish(source)
     normalize = BatchedImages.normalizer()
     clean_top1 = top1(model, clean, labels, normalize, device, eval_cfg.batch_size)
