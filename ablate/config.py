@@ -22,12 +22,13 @@ from omegaconf.errors import InterpolationToMissingValueError
 from stages import NetConfig, NetConfigError, Validated
 from stages.forms import AUTO, FORMS
 
+from . import REPO_ROOT
 from .io import path_component
 from .seeding import SEED_LIMIT
 
 from .corruptions import SUITES, corruption_list
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = REPO_ROOT / "conf"
 
 
 class ConfigError(ValueError):

@@ -1,12 +1,12 @@
 """The paper's own per-step numbers (Tables 10 and 11), read from results/paper/roadmap.csv."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-PAPER_CSV = ROOT / "results" / "paper" / "roadmap.csv"
+from . import REPO_ROOT
+
+PAPER_CSV = REPO_ROOT / "results" / "paper" / "roadmap.csv"
 
 
 def paper_table(regime: str | None = None) -> pd.DataFrame:

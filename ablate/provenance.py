@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from . import REPO_ROOT
 from .io import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("torch", "torchvision", "timm", "hydra-core", "fvcore", "pandas", "numpy")
 
 
@@ -26,10 +26,10 @@ def git_revision() -> str:
     committed result, as reproducing one does, leaves the code it ran as committed). Read once per process:
     a sweep's later jobs run the code imported at its start, whatever the checkout holds by then."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=ROOT,
+                                ":(exclude)results"], cwd=REPO_ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ablate import REPO_ROOT
+from ablate.complexity import PAPER_NET
 from ablate.config import compose_config, net_config, step_overrides
 from ablate.paper import roadmap_steps
 from stages import build_net
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 R50_STEPS = roadmap_steps("r50")
 # the NetConfig fields each design change (conf/change/) sets
 CHANGE_FLAGS = {
@@ -28,8 +30,7 @@ SMOKE = ["budget=smoke", "data.train_size=256", "data.val_size=128"]
 
 def step_net(step: str, regime: str = "r50", extra: list[str] = (), channels_last: bool = True):
     """The paper's network of a step (full width, 1000 classes) unless `extra` says otherwise."""
-    paper_net = ["net.num_classes=1000", "net.width_multiplier=1.0"]
-    cfg = net_config(compose_config(step_overrides(step, regime, [*paper_net, *extra])))
+    cfg = net_config(compose_config(step_overrides(step, regime, [*PAPER_NET, *extra])))
     return build_net(cfg, channels_last=channels_last)
 
 

@@ -31,8 +31,9 @@ def imports(path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = f"{package}.{node.module}" if node.level else node.module
             names.add(base if node.module else package)
-            if node.level and not node.module:
-                names |= {f"{package}.{alias.name}" for alias in node.names}
+            if node.level and not node.module:  # `from . import x`: x is a module, or a name of __init__
+                names |= {f"{package}.{alias.name}" for alias in node.names
+                          if (path.parent / f"{alias.name}.py").exists()}
     return names
 
 

@@ -17,7 +17,7 @@ from ablate.report import report
 from ablate.rundir import RunDirConflict, RunDirLock
 from ablate.train import train
 
-from helpers import SMOKE, cli, start_cli
+from helpers import ROOT, SMOKE, cli, start_cli
 
 TINY_RUN = [*SMOKE, "budget.epochs=1", "data.train_size=64", "data.val_size=32", "budget.batch_size=32"]
 
@@ -153,7 +153,7 @@ def test_a_config_value_names_one_path_component(value):
 
 def test_a_step_name_cannot_move_the_run_outside_outputs(tmp_path):
     done = cli("+step=baseline", "step.name=../../../../escaped", *TINY_RUN, cwd=tmp_path, env_extra={
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     records = list(tmp_path.rglob("result.json"))
     assert len(records) == 1 and records[0].is_relative_to(tmp_path / "outputs")
@@ -332,7 +332,6 @@ def _limit_file_size():  # a write past 1 MiB fails as on a full disk (EFBIG rat
 def test_a_failed_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path):
     import subprocess
     import sys
-    from helpers import ROOT
     run_dir = tmp_path / "run"
     args = [*TINY_RUN, f"hydra.run.dir={run_dir}", "train.forms_cache=null"]
     done = subprocess.run([sys.executable, "-m", "ablate", *args], cwd=ROOT, capture_output=True, text=True,
@@ -396,7 +395,7 @@ def test_robustness_names_a_damaged_run_and_evaluates_the_others(tmp_path, capsy
 
 def test_a_recipe_file_missing_a_key_is_one_line_naming_it(tmp_path):
     (tmp_path / "recipe").mkdir()
-    modern = (Path(__file__).parents[1] / "conf" / "recipe" / "modern.yaml").read_text()
+    modern = (ROOT / "conf" / "recipe" / "modern.yaml").read_text()
     (tmp_path / "recipe" / "mine.yaml").write_text("".join(l for l in modern.splitlines(True)
                                                              if not l.startswith("lr:")))
     done = cli("recipe=mine", f"hydra.searchpath=[file://{tmp_path}]", *TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}")
