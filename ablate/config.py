@@ -357,7 +357,16 @@ def run_dirname(override_dirname: str) -> str:
     return path_component(override_dirname)
 
 
+def dirname_exclude_keys() -> list[str]:
+    """The keys a run directory's name leaves out (conf/config.yaml's override_dirname.exclude_keys): the groups the
+    directory is already filed under, every key outside a run's identity, and the directories Hydra itself takes."""
+    outside = [f"{group}.{f.name}" for group, cls in (("train", TrainConfig), ("eval", EvalConfig))
+               for f in dataclasses.fields(cls)]
+    return [*PLUS_GROUPS, "regime", *outside, *NOT_IDENTITY_KEYS, "hydra.run.dir", "hydra.sweep.dir"]
+
+
 OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
+OmegaConf.register_new_resolver("dirname_exclude_keys", dirname_exclude_keys, replace=True)
 OmegaConf.register_new_resolver("path_safe", path_component, replace=True)  # step and regime names in run paths
 
 
