@@ -15,6 +15,7 @@ import io
 import json
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -26,7 +27,7 @@ from PIL import Image
 import torchvision.transforms.functional as TF
 from safetensors.torch import load_file
 
-from stages import Validated, build_net
+from stages import build_net
 
 from .cli import Command, SomeFailed, one_line
 from .config import ConfigError, EvalConfig, RunConfig, run_config
@@ -159,17 +160,16 @@ def add_to_record(out: Path, run: RunConfig, device) -> dict:
 
 # ------------------------------------------------------------------------------------------------ command
 @dataclass(frozen=True)
-class RobustnessOptions(Validated):
+class RobustnessOptions(EvalConfig):
+    """The command's keys: the run config's `eval.*` (named without the prefix) and where it evaluates."""
     PREFIX: ClassVar[str] = ""
-    ERROR: ClassVar[type[Exception]] = ConfigError
     corruptions: str | tuple[str, ...] = "cifar10c"
-    suite: str = "cifar10c"
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
-    subset: int = 2000
-    batch_size: int = 500
-    cache_dir: str | None = "~/.cache/ablate/corruptions"
     device: str = "auto"
     threads: int | None = None
+
+    @property
+    def eval(self) -> EvalConfig:
+        return EvalConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EvalConfig)})
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -179,8 +179,7 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def add_to_runs(root: str, options: RobustnessOptions, overrides: list[str]) -> None:
-    eval_cfg = EvalConfig(corruptions=options.corruptions, suite=options.suite, severities=options.severities,
-                          subset=options.subset, batch_size=options.batch_size, cache_dir=options.cache_dir)
+    eval_cfg = options.eval
     device = pick_device(options.device, key="device")
     failed = []
     with torch_threads(options.threads):
