@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import pandas as pd
 import timm
@@ -21,12 +21,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from stages import Net, Validated, build_net
+from stages import Net, build_net
 from stages.forms import forms_in_use
 
 from .cli import Command
 from .autotune import pick_forms
-from .config import ConfigError, TrainConfig, check_top_level_keys, compose_jobs, net_config, run_config
+from .config import (CommandOptions, ConfigError, TrainConfig, check_top_level_keys, compose_jobs, net_config,
+                     run_config)
 from .device import autocast, describe_device, pick_device, torch_threads
 from .distributed import World
 from .engine import TrainingState, build_training, train_step
@@ -34,12 +35,10 @@ from .provenance import write_csv
 
 
 @dataclass(frozen=True)
-class BenchConfig(Validated):
+class BenchConfig(CommandOptions):
     """The bench's own keys (python -m ablate.bench --help). The nets, and how each runs in every mode (precision,
     layout, compile, layer forms), come from each job's run config: `train.precision=bf16`, `train.compile=true`,
     `train.pointwise_form=conv,auto` (a sweep of two jobs, measured in one rotation)."""
-    PREFIX: ClassVar[str] = ""
-    ERROR: ClassVar[type[Exception]] = ConfigError
     device: Literal["auto", "cpu", "cuda"] = "auto"
     timm_channels_last: bool = False    # timm's reference in NHWC (its own layout is NCHW)
     image_size: int = 224

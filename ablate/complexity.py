@@ -10,17 +10,17 @@ from __future__ import annotations
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import pandas as pd
 import torch
 from fvcore.nn import FlopCountAnalysis
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from stages import Net, NetConfig, Validated, build_net
+from stages import Net, NetConfig, build_net
 
 from .cli import Command
-from .config import ConfigError, compose_config, net_config, step_overrides
+from .config import CommandOptions, ConfigError, compose_config, net_config, step_overrides
 from .paper import paper_table
 from .provenance import write_csv
 
@@ -94,9 +94,7 @@ def _chosen_steps(overrides: list[str], regime: str) -> tuple[set[str] | None, l
 
 
 @dataclass(frozen=True)
-class ComplexityOptions(Validated):
-    PREFIX: ClassVar[str] = ""
-    ERROR: ClassVar[type[Exception]] = ConfigError
+class ComplexityOptions(CommandOptions):
     regime: Literal["r50", "r200"] = "r50"
     out: str | None = None      # CSV path (with provenance); none: print only
 

@@ -63,6 +63,13 @@ class RunConfigPart(Validated):
     ERROR: ClassVar[type[Exception]] = ConfigError
 
 
+class CommandOptions(Validated):
+    """The own keys of a toolkit command (`python -m ablate.bench KEY=VALUE`): named without a prefix, refused as
+    ConfigErrors as the run config's are."""
+    PREFIX: ClassVar[str] = ""
+    ERROR: ClassVar[type[Exception]] = ConfigError
+
+
 def _finite_positive(x: float) -> bool:
     return math.isfinite(x) and x > 0
 
@@ -452,9 +459,10 @@ def run_config(cfg: DictConfig) -> RunConfig:
         eval=EvalConfig.from_dict(raw["eval"]),
         raw=raw)
     run.net.check_input_size(run.data.image_size, key="data.image_size")
-    if run.eval.corruptions and SUITES[run.eval.suite_name].source_size and run.data.kind == "synthetic":
-        raise ConfigError(f"eval suite {run.eval.suite_name} corrupts the val files at "
-                          f"{SUITES[run.eval.suite_name].source_size} px; synthetic data has none: use eval.suite=cifar10c")
+    side = SUITES[run.eval.suite_name].source_size
+    if run.eval.corruptions and side and run.data.kind == "synthetic":
+        raise ConfigError(f"eval suite {run.eval.suite_name} corrupts the val files at {side} px; synthetic data "
+                          "has none: use eval.suite=cifar10c")
     if run.net.num_classes != run.data.num_classes:
         raise ConfigError(f"net.num_classes={run.net.num_classes} but data.num_classes={run.data.num_classes}")
     return run

@@ -4,10 +4,11 @@ Each corruption follows the definition of the reference code (hendrycks/robustne
 as batched numpy and torch operations instead of a loop over PIL images, in two suites (SUITES): `cifar10c`, the
 parameters of `make_cifar_c.py` for 32 px images, applied to the images as evaluated; `imagenet_c`, those of
 `make_imagenet_c.py` for 224 px images, applied to the 224 px val images (ImageNet-C's Resize(256) + CenterCrop(224)
-where a file is not 224x224) and saved as JPEG at quality 85 as ImageNet-C is, before the run's eval transform. Where the reference calls ImageMagick (motion blur, and
-the motion-blurred snow layer), the numpy motion blur of the `imagecorruptions` package stands in, as it does
-there. `frost` is not made: it blends photographs of frost that ship with the reference code, not with a package
-this project depends on. So `cifar10c` here is 14 of the 15 ImageNet-C corruptions, in four families.
+where a file is not 224x224) and saved as JPEG at quality 85 as ImageNet-C is, before the run's eval transform.
+Where the reference calls ImageMagick (motion blur, and the motion-blurred snow layer), the numpy motion blur of the
+`imagecorruptions` package stands in, as it does there. `frost` is not made: it blends photographs of frost that
+ship with the reference code, not with a package this project depends on. So each suite here is 14 of the 15
+ImageNet-C corruptions, in four families.
 
 Every function takes images (n, H, W, 3) float64 in [0, 1], the severity's parameters and a numpy Generator,
 and returns the same shape in [0, 1]. `corrupt()` picks the suite's parameters, seeds the generator from the

@@ -26,17 +26,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import pandas as pd
 import torch
 
-from stages import Validated
 
 from .bench import BenchConfig, make_runner
 from .cli import Command
 from .complexity import run_complexity
-from .config import ConfigError, RunConfig, compose_jobs, record_identity_hash, run_config
+from .config import CommandOptions, ConfigError, RunConfig, compose_jobs, record_identity_hash, run_config
 from .corruptions import corruption_list
 from .data import make_loader
 from .device import pick_device, torch_threads
@@ -49,10 +47,8 @@ CPU_MAX_BATCH = 256  # a CPU plan measures at most this per-device batch (a pape
 
 
 @dataclass(frozen=True)
-class PlanOptions(Validated):
+class PlanOptions(CommandOptions):
     """The plan's own keys (python -m ablate.plan --help); the jobs come from the run config's overrides."""
-    PREFIX: ClassVar[str] = ""
-    ERROR: ClassVar[type[Exception]] = ConfigError
     devices: int = 1                     # processes (GPUs) per job: the world size that splits the batch
     max_batch: int | None = None         # measure at most this per-device batch (null: the job's; CPU: 256)
     warmup: int = 2

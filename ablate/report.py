@@ -13,7 +13,6 @@ import sys
 from io import BytesIO
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -21,11 +20,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: no global state, any backend; notebooks display the figures
 from omegaconf import OmegaConf
 
-from stages import Validated
 
 from .cli import Command, one_line
-from .config import (ConfigError, StepConfig, compose_config, experiment_hash, expand_sweep, identity_hash,
-                     record_identity_hash, regime_names, setting_hash)
+from .config import (CommandOptions, ConfigError, StepConfig, compose_config, experiment_hash, expand_sweep,
+                     identity_hash, record_identity_hash, regime_names, setting_hash)
 from .corruptions import CORRUPTIONS
 from .io import atomic_write_bytes, path_component
 from .paper import paper_table
@@ -555,9 +553,7 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
 
 
 @dataclass(frozen=True)
-class ReportOptions(Validated):
-    PREFIX: ClassVar[str] = ""
-    ERROR: ClassVar[type[Exception]] = ConfigError
+class ReportOptions(CommandOptions):
     out: str | None = None      # where the tables and figures go (default: DIR)
     bench: str | None = None    # an ablate.bench CSV for the figure's speed panel
 
