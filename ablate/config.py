@@ -302,6 +302,16 @@ class RunConfig:
         scale = {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[self.budget.lr_scaling]
         return self.recipe.lr * scale * self.budget.lr_multiplier
 
+    def schedule_length(self, train_images: int) -> tuple[int, int, int]:
+        """(updates per epoch, total updates, epochs) of the budget on `train_images` images: the budget's epochs
+        rounded to whole updates, so the last epoch may be partial. Training, the record and the plan all read it."""
+        per_epoch = train_images // self.budget.batch_size
+        if per_epoch == 0:
+            raise ConfigError(f"budget.batch_size={self.budget.batch_size} exceeds the {train_images} training "
+                              "images; choose a smaller batch or more data")
+        updates = max(1, round(self.budget.epochs * per_epoch))
+        return per_epoch, updates, math.ceil(updates / per_epoch)
+
     def per_process_batch(self, world_size: int) -> int:
         b, a = self.budget.batch_size, self.budget.accum_steps
         if b % (world_size * a):

@@ -18,18 +18,18 @@ from torch import nn
 from stages import Net, build_net
 
 from .autotune import pick_forms
-from .config import ConfigError, RunConfig
+from .config import RunConfig
 from .data import GlobalBatchSampler, Splits, build_datasets, default_workers, make_loader, shard
 from .device import autocast
 from .distributed import World
 from .seeding import derive_seed
 
 
-def build_schedule(run: RunConfig, optimizer, updates_per_epoch: int):
+def build_schedule(run: RunConfig, optimizer, train_images: int):
     """The recipe's schedule stretched to the budget: warmup and decay points scale with the epochs.
     Lengths are passed to timm in optimizer updates (lr changes every update, as in ConvNeXt's code)."""
     scale = run.budget.epochs / run.recipe.epochs
-    total = max(1, round(run.budget.epochs * updates_per_epoch))
+    updates_per_epoch, total, _ = run.schedule_length(train_images)
     warmup = min(total - 1, round(run.recipe.warmup_epochs * scale * updates_per_epoch))
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=run.recipe.schedule, num_epochs=total - warmup, warmup_epochs=warmup,
@@ -128,10 +128,7 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
                    state: TrainingState | None = None) -> Training:
     """Data, net, optimizer, schedule, loss and loader of a run (from its checkpoint, if one is given)."""
     data = build_datasets(run.data, run.augment, run.seed)
-    updates_per_epoch = len(data.train) // run.budget.batch_size
-    if updates_per_epoch == 0:
-        raise ConfigError(f"budget.batch_size={run.budget.batch_size} exceeds the {len(data.train)} training images; "
-                          "choose a smaller batch or more data")
+    run.schedule_length(len(data.train))  # a batch larger than the data fails before the net is built
     torch.manual_seed(derive_seed(run.seed, "init"))  # same init on every process
     net = build_net(run.net, channels_last=run.train.channels_last).to(device)
     forms = pick_forms(net, run.train.forms, (micro, run.net.in_chans, run.data.image_size, run.data.image_size), device,
@@ -140,7 +137,7 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     ema = ModelEmaV3(net, decay=run.recipe.ema_decay) if run.recipe.ema_decay else None
     optimizer = build_optimizer(run, net)
-    scheduler, total_updates = build_schedule(run, optimizer, updates_per_epoch)
+    scheduler, total_updates = build_schedule(run, optimizer, len(data.train))
     scaler = torch.amp.GradScaler(device.type, enabled=run.train.precision == "fp16")
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])

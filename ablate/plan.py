@@ -110,9 +110,7 @@ def estimate(run: RunConfig, m: dict, options: PlanOptions) -> dict:
     """Epochs, updates and seconds of one job from its measurements (the model in the module docstring)."""
     train_images = options.train_images or m["train_images"]
     val_images = options.val_images or m["val_images"]
-    updates_per_epoch = train_images // run.budget.batch_size
-    updates = max(1, round(run.budget.epochs * updates_per_epoch))  # as ablate.engine.build_schedule
-    epochs = math.ceil(updates / updates_per_epoch)
+    updates_per_epoch, updates, epochs = run.schedule_length(train_images)
     images = updates * run.budget.batch_size / options.devices  # per device
     compute_s, data_s = images / m["train_img_s"], images / m["data_img_s"]
     train_s = compute_s + data_s if m["workers"] == 0 else max(compute_s, data_s)

@@ -83,7 +83,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_fi
         for name, text in job_files.items():
             atomic_write_text(out / name, text)
     t = build_training(run, device, world, micro, ckpt, state)
-    epochs = math.ceil(t.total_updates / (len(t.data.train) // run.budget.batch_size))
+    epochs = run.schedule_length(len(t.data.train))[2]
     state.segments.append({"from_epoch": state.epoch, "to_epoch": None, "train": run.raw["train"],
                            "device": describe_device(device), "world_size": world.size,
                            "forms": t.forms, "provenance": provenance()})

@@ -56,7 +56,7 @@ BAD_RUN_CONFIGS = [
     (["net.act=swish"], "net.act='swish' is not allowed; choose one of: relu, gelu"),
     (["train.channels_last=maybe"], "train.channels_last='maybe' is not allowed; expected true or false"),
     (["eval.severities=[0,6]"], "eval.severities=[0, 6] is not allowed; expected a list of severities in 1..5"),
-    (["eval.corruptions=[fog,mud]"], "eval.corruptions=['fog', 'mud'] is not allowed; expected cifar10c or a list"),
+    (["eval.corruptions=[fog,mud]"], "eval.corruptions=['fog', 'mud'] is not allowed; expected cifar10c or imagenet_c or a list"),
     (["eval.corruptions=frost"], "(frost needs the reference's frost photographs, which no dependency ships)"),
     (["data.pipeline=fast"], "data.pipeline='fast' is not allowed; choose one of: auto, batched, per_sample"),
     (["data.image_size=48", "+step=patchify_stem"], "data.image_size=48 does not fit the net"),
