@@ -223,7 +223,6 @@ class TrainConfig(RunConfigPart):
     threads: int | None = None          # torch CPU threads (null = torch's default)
     workers: int | None = None          # DataLoader processes (null: 0 for in-memory data, else up to 8)
     allow_setting_change: bool = False  # resume a run under another precision or layout (recorded per segment)
-    kill_after_epoch: int | None = None  # testing hook: SIGKILL the process after this epoch's checkpoint
 
     @property
     def forms(self) -> dict[str, str]:
@@ -231,8 +230,7 @@ class TrainConfig(RunConfigPart):
         return {kind: getattr(self, f"{kind}_form") for kind in FORMS}
 
     def check(self) -> None:
-        for key in ("threads", "kill_after_epoch"):
-            self.require(getattr(self, key) is None or getattr(self, key) >= 1, key, "null or a positive integer")
+        self.require(self.threads is None or self.threads >= 1, "threads", "null or a positive integer")
         self.require(self.workers is None or self.workers >= 0, "workers", "null (auto) or an integer >= 0")
 
 

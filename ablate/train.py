@@ -31,6 +31,9 @@ from .rundir import (LAST, RESULT, WEIGHTS, WEIGHTS_EMA, RunDirConflict, RunDirL
 from .seeding import derive_seed
 
 LOSS_CHECK_EVERY = 50  # optimizer updates between checks for a non-finite loss (one host sync each)
+# the tests' lever, kept out of the run config users see: SIGKILL the process after this epoch's checkpoint,
+# as a killed job dies
+KILL_AFTER_EPOCH_ENV = "ABLATE_TEST_KILL_AFTER_EPOCH"
 
 
 __all__ = ["train", "TrainingFailed", "RunDirConflict", "RESULT", "LAST"]
@@ -124,8 +127,8 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_fi
                 _checkpoint(out, t, state, is_best)
             update_record()
             world.barrier()
-            if run.train.kill_after_epoch == epoch + 1:
-                os.kill(os.getpid(), signal.SIGKILL)  # testing hook: die as a killed job would
+            if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
+                os.kill(os.getpid(), signal.SIGKILL)
     except Exception as e:
         try:
             update_record(status="failed", reason=f"{type(e).__name__}: {one_line(e)}")

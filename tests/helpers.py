@@ -41,6 +41,12 @@ def cli(*args: str, env_extra: dict | None = None, module=("-m", "ablate"), cwd=
                           env=env, timeout=600)
 
 
+def killed_after(epoch: int) -> dict:
+    """env_extra for cli(): the run kills itself (SIGKILL) after this epoch's checkpoint."""
+    from ablate.train import KILL_AFTER_EPOCH_ENV
+    return {KILL_AFTER_EPOCH_ENV: str(epoch)}
+
+
 def start_cli(*args: str, module=("-m", "ablate"), cwd=ROOT) -> subprocess.Popen:
     """`python -m ablate ARGS` started in the background."""
     return subprocess.Popen([sys.executable, *module, *args], cwd=cwd, stdout=subprocess.PIPE,

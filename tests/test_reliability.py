@@ -17,7 +17,7 @@ from ablate.report import report
 from ablate.rundir import RunDirConflict, RunDirLock
 from ablate.train import train
 
-from helpers import ROOT, SMOKE, cli, start_cli
+from helpers import ROOT, SMOKE, cli, killed_after, start_cli
 
 TINY_RUN = [*SMOKE, "budget.epochs=1", "data.train_size=64", "data.val_size=32", "budget.batch_size=32"]
 
@@ -350,7 +350,7 @@ def test_a_failed_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path
 def test_a_damaged_best_checkpoint_stops_the_resume(tmp_path):
     run_dir = tmp_path / "run"
     args = [*TINY_RUN, "budget.epochs=2", f"hydra.run.dir={run_dir}"]
-    assert cli(*args, "train.kill_after_epoch=1").returncode != 0
+    assert cli(*args, env_extra=killed_after(1)).returncode != 0
     (run_dir / "best.pt").write_bytes(b"not a checkpoint")
     last = (run_dir / "last.pt").read_bytes()
     done = cli(*args)

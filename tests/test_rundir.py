@@ -15,7 +15,7 @@ from ablate.rundir import RESULT, RunDirConflict, RunDirLock
 from ablate.seeding import derive_seed
 from ablate.train import train
 
-from helpers import SMOKE, cli, start_cli
+from helpers import SMOKE, cli, killed_after, start_cli
 
 
 def test_directory_name_leaves_out_exactly_what_identity_leaves_out():
@@ -80,7 +80,7 @@ def test_records_are_readable_by_the_group(tmp_path):
 @pytest.mark.slow
 def test_resume_under_another_precision_is_refused_unless_asked(tmp_path):
     args = ["+step=baseline", *SMOKE, "budget.epochs=2"]
-    killed = cli(*args, f"hydra.run.dir={tmp_path}", "train.kill_after_epoch=1")
+    killed = cli(*args, f"hydra.run.dir={tmp_path}", env_extra=killed_after(1))
     assert killed.returncode == -9
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"}
     refused = cli(*args, f"hydra.run.dir={tmp_path}", "train.precision=bf16")
@@ -99,7 +99,7 @@ def test_resume_under_another_precision_is_refused_unless_asked(tmp_path):
 @pytest.mark.slow
 def test_resume_on_another_process_count_is_refused_unless_asked(tmp_path):
     args = ["+step=baseline", *SMOKE, "budget.epochs=2", "train.threads=1", f"hydra.run.dir={tmp_path}"]
-    assert cli(*args, "train.kill_after_epoch=1").returncode == -9
+    assert cli(*args, env_extra=killed_after(1)).returncode == -9
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"}
     refused = cli("--nproc_per_node=2", "--master_port=29537", "-m", "ablate", *args,
                   module=("-m", "torch.distributed.run"))

@@ -13,7 +13,7 @@ from ablate.paper import roadmap_steps
 from ablate.report import collect, sweep_jobs
 from stages import build_net
 
-from helpers import CHANGE_FLAGS, cli
+from helpers import CHANGE_FLAGS, cli, killed_after
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 # ~1 s a job: quarter-width nets, 64 synthetic images, 2 epochs of 2 updates
@@ -74,8 +74,8 @@ def test_launcher_configs_select_hydra_launchers(launcher, target):
 
 
 # ------------------------------------------------------------------------------ end to end, on disk
-def _sweep(out, *extra):
-    return cli("-m", "+sweep=roadmap", "seed=0,1", *TINY, f"hydra.sweep.dir={out}", *extra)
+def _sweep(out, *extra, env_extra=None):
+    return cli("-m", "+sweep=roadmap", "seed=0,1", *TINY, f"hydra.sweep.dir={out}", *extra, env_extra=env_extra)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_interrupted_sweep_resumes_to_the_same_report(roadmap_sweep, tmp_path):
     assert _sweep(tmp_path, "+step=baseline").returncode == 0  # jobs 1-2 finish
     baseline = sorted(tmp_path.glob("baseline/*/result.json"))
     stamps = [p.stat().st_mtime_ns for p in baseline]
-    killed = _sweep(tmp_path, "train.kill_after_epoch=1")
+    killed = _sweep(tmp_path, env_extra=killed_after(1))
     assert killed.returncode != 0
 
     runs, problems = collect(tmp_path)

@@ -13,7 +13,7 @@ from ablate.data import DataError, build_datasets
 from ablate.train import LAST, RESULT, RunDirConflict, TrainingFailed, train
 from stages import build_net
 
-from helpers import cli
+from helpers import cli, killed_after
 # a few seconds per run: quarter-width nets, 256 synthetic images, 2 epochs
 SMOKE = ["budget=smoke", "data.train_size=256", "data.val_size=128"]
 
@@ -66,7 +66,7 @@ def test_killed_run_resumes_to_identical_result(tmp_path):
     args = ["+step=fewer_norms", *SMOKE, "budget.epochs=3", "recipe.ema_decay=0.99"]
     straight = cli(*args, f"hydra.run.dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr
-    killed = cli(*args, f"hydra.run.dir={tmp_path / 'resumed'}", "train.kill_after_epoch=1")
+    killed = cli(*args, f"hydra.run.dir={tmp_path / 'resumed'}", env_extra=killed_after(1))
     assert killed.returncode == -9  # SIGKILL, as a preempted job
     interrupted = json.loads((tmp_path / "resumed" / RESULT).read_text())
     assert interrupted["status"] == "running" and len(interrupted["epochs"]) == 1
