@@ -68,74 +68,111 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_fi
     micro = run.per_process_batch(world.size)  # validates the batch split before any work
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
+    finished = _finished_run(run, out, device, world)
+    if finished is not None:
+        return finished
+    ckpt, state = _resumed_state(run, out, device, world)
+    if world.is_main:
+        for name, text in job_files.items():
+            atomic_write_text(out / name, text)
+    t = build_training(run, device, world, micro, ckpt, state)
+    state.segments.append({"from_epoch": state.epoch, "to_epoch": None, "train": run.raw["train"],
+                           "device": describe_device(device), "world_size": world.size,
+                           "forms": t.forms, "provenance": provenance()})
+    record = _Record(out, _first_record(run, t, state, device, world), state, world.is_main)
+    record.write()
+    try:
+        for epoch in range(state.epoch, record.fields["epochs_planned"]):
+            _epoch(t, state, epoch, out)
+            record.write()
+            world.barrier()
+            if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+    except Exception as e:
+        record.fail(e)
+        raise
+    return _finish(t, state, out, record)
+
+
+def _finished_run(run: RunConfig, out: Path, device: torch.device, world: World) -> dict | None:
+    """The directory's finished record of this run (with any measurement asked for since added), or None."""
     finished = check_run_dir(out, run.identity_hash, run.identity, run.train.overwrite) if world.is_main else None
     world.barrier()
-    if finished is not None:
-        print(f"{out}: finished run found (top-1 {finished['final']['top1']:.2f}); not retrained. "
-              "Pass train.overwrite=true to retrain.")
-        if wanted(finished, run.eval):  # a measurement asked for after the run: add it, train nothing
-            finished = add_to_record(out, run, device)
-        return finished
+    if finished is None:
+        return None
+    print(f"{out}: finished run found (top-1 {finished['final']['top1']:.2f}); not retrained. "
+          "Pass train.overwrite=true to retrain.")
+    if wanted(finished, run.eval):  # a measurement asked for after the run: add it, train nothing
+        finished = add_to_record(out, run, device)
+    return finished
 
+
+def _resumed_state(run: RunConfig, out: Path, device: torch.device, world: World):
+    """(checkpoint or None, training state) to continue from; refuses a damaged best.pt or changed settings."""
     ckpt = load_checkpoint(out, run.identity_hash, device)
     if ckpt is not None and world.is_main:
         check_best(out, run.identity_hash)
     state = TrainingState.from_checkpoint(ckpt) if ckpt else TrainingState()
     check_resume_settings(state.segments, run.raw["train"], world.size, run.train.allow_setting_change)
-    if world.is_main:
-        for name, text in job_files.items():
-            atomic_write_text(out / name, text)
-    t = build_training(run, device, world, micro, ckpt, state)
-    epochs = run.schedule_length(len(t.data.train))[2]
-    state.segments.append({"from_epoch": state.epoch, "to_epoch": None, "train": run.raw["train"],
-                           "device": describe_device(device), "world_size": world.size,
-                           "forms": t.forms, "provenance": provenance()})
-    record = {
+    return ckpt, state
+
+
+def _first_record(run: RunConfig, t: Training, state: TrainingState, device: torch.device, world: World) -> dict:
+    """What the record says before the first epoch of this segment: the run, its net, data and plan."""
+    return {
         "status": "running", "reason": None, "step": run.step, "regime": run.regime, "seed": run.seed,
         "identity_hash": run.identity_hash, "identity": run.identity, "config": run.raw,
         **run_complexity(run.net, run.data.image_size),
         "lr": run.lr, "augmentation": {k: getattr(run.augment, k) for k in
                                        ("auto_augment", "mixup", "cutmix", "random_erasing", "label_smoothing")},
-        "pipeline": t.data.pipeline, "epochs_planned": epochs, "updates_planned": t.total_updates,
-        "device": describe_device(device), "world_size": world.size, "provenance": state.segments[-1]["provenance"],
-        "classes": t.data.classes, "train_images": len(t.data.train), "val_images": len(t.data.val),
-        "data_fingerprint": t.data.fingerprint,
+        "pipeline": t.data.pipeline, "epochs_planned": run.schedule_length(len(t.data.train))[2],
+        "updates_planned": t.total_updates, "device": describe_device(device), "world_size": world.size,
+        "provenance": state.segments[-1]["provenance"], "classes": t.data.classes,
+        "train_images": len(t.data.train), "val_images": len(t.data.val), "data_fingerprint": t.data.fingerprint,
     }
 
-    def update_record(**fields):
-        record.update(fields, epochs=state.history, segments=state.segments,
-                      resumed_from_epoch=[seg["from_epoch"] for seg in state.segments[1:]])
-        if world.is_main:
-            write_record(out, record)
 
-    update_record()
-    try:
-        for epoch in range(state.epoch, epochs):
-            epoch_start = time.perf_counter()
-            metrics = _train_epoch(t, state, epoch)
-            evaluated = evaluate(t.net, t.data.val, run, device, world, micro * 2, t.workers)
-            metrics.update({f"val_{k}": v for k, v in evaluated.items()})
-            if t.ema is not None:
-                metrics["val_top1_ema"] = evaluate(t.ema.module, t.data.val, run, device, world, micro * 2,
-                                                   t.workers)["top1"]
-            is_best = metrics["val_top1"] > state.best_top1
-            state.epoch, state.best_top1 = epoch + 1, max(state.best_top1, metrics["val_top1"])
-            state.history.append(metrics)
-            state.wall_time_s += time.perf_counter() - epoch_start
-            state.segments[-1]["to_epoch"] = state.epoch
-            if world.is_main:
-                _checkpoint(out, t, state, is_best)
-            update_record()
-            world.barrier()
-            if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
-                os.kill(os.getpid(), signal.SIGKILL)
-    except Exception as e:
+class _Record:
+    """The run's result.json, rewritten with the training state's history and segments after every change."""
+
+    def __init__(self, out: Path, fields: dict, state: TrainingState, is_main: bool):
+        self.out, self.fields, self.state, self.is_main = out, fields, state, is_main
+
+    def write(self, **fields) -> None:
+        self.fields.update(fields, epochs=self.state.history, segments=self.state.segments,
+                           resumed_from_epoch=[seg["from_epoch"] for seg in self.state.segments[1:]])
+        if self.is_main:
+            write_record(self.out, self.fields)
+
+    def fail(self, e: Exception) -> None:
         try:
-            update_record(status="failed", reason=f"{type(e).__name__}: {one_line(e)}")
+            self.write(status="failed", reason=f"{type(e).__name__}: {one_line(e)}")
         except OSError:
             pass  # the disk that failed the run may refuse the record too: the run's own error is the one to see
-        raise
 
+
+def _epoch(t: Training, state: TrainingState, epoch: int, out: Path) -> None:
+    """One epoch: train, evaluate (the EMA too), update the state, checkpoint."""
+    run, device, world, micro = t.run, t.device, t.world, t.micro
+    epoch_start = time.perf_counter()
+    metrics = _train_epoch(t, state, epoch)
+    evaluated = evaluate(t.net, t.data.val, run, device, world, micro * 2, t.workers)
+    metrics.update({f"val_{k}": v for k, v in evaluated.items()})
+    if t.ema is not None:
+        metrics["val_top1_ema"] = evaluate(t.ema.module, t.data.val, run, device, world, micro * 2,
+                                           t.workers)["top1"]
+    is_best = metrics["val_top1"] > state.best_top1
+    state.epoch, state.best_top1 = epoch + 1, max(state.best_top1, metrics["val_top1"])
+    state.history.append(metrics)
+    state.wall_time_s += time.perf_counter() - epoch_start
+    state.segments[-1]["to_epoch"] = state.epoch
+    if world.is_main:
+        _checkpoint(out, t, state, is_best)
+
+
+def _finish(t: Training, state: TrainingState, out: Path, record: _Record) -> dict:
+    """The final weights, robustness if asked for, and the finished record."""
+    run, world = t.run, t.world
     last = state.history[-1]
     final = {"top1": last["val_top1"], "top5": last["val_top5"], "loss": last["val_loss"]}
     if t.ema is not None:
@@ -146,14 +183,14 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_fi
         if t.ema is not None:
             atomic_write_bytes(out / WEIGHTS_EMA, save_safetensors(_cpu_state(t.ema.module)))
     if run.eval.corruptions and world.is_main:
-        record["robustness"] = evaluate_robustness(t.net, t.data.val, run.eval, device)
-    update_record(status="finished", final=final, best_top1=state.best_top1,
-                  wall_time_s=state.wall_time_s,  # training + evaluation, summed over segments
-                  replica_divergence=replica_divergence(t.net, world), train_time_s=train_time,
-                  train_throughput=sum(h["train_images"] for h in state.history) / max(train_time, 1e-9))
+        record.fields["robustness"] = evaluate_robustness(t.net, t.data.val, run.eval, t.device)
+    record.write(status="finished", final=final, best_top1=state.best_top1,
+                 wall_time_s=state.wall_time_s,  # training + evaluation, summed over segments
+                 replica_divergence=replica_divergence(t.net, world), train_time_s=train_time,
+                 train_throughput=sum(h["train_images"] for h in state.history) / max(train_time, 1e-9))
     if world.is_main:
         print(f"{run.step['name']}: top-1 {final['top1']:.2f}  top-5 {final['top5']:.2f}  -> {out / RESULT}")
-    return record
+    return record.fields
 
 
 def _train_epoch(t: Training, state: TrainingState, epoch: int) -> dict:
