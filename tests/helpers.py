@@ -26,6 +26,11 @@ CHANGE_FLAGS = {
 }
 # a few seconds per run: quarter-width nets, 256 synthetic images, 2 epochs
 SMOKE = ["budget=smoke", "data.train_size=256", "data.val_size=128"]
+# a second or two per run: 64 synthetic images (2 updates an epoch)
+TINY_RUN = ["budget=smoke", "data.train_size=64", "data.val_size=32"]
+# the bench's and plan's own keys for the shortest measurement
+TINY_BENCH = ["image_size=32", "batch_size=2", "iters=1", "repeats=2", "warmup=1", "threads=1"]
+TINY_PLAN = ["warmup=0", "iters=1", "repeats=1", "data_batches=1", "train.threads=1"]
 
 
 def step_net(step: str, regime: str = "r50", extra: list[str] = (), channels_last: bool = True):

@@ -7,8 +7,7 @@ import torch
 from ablate.bench import COMMAND, BenchConfig, build_models, compose_bench, main, run
 from stages import Net, from_timm
 
-
-TINY = ["image_size=32", "batch_size=2", "iters=1", "repeats=2", "warmup=1", "threads=1"]
+from helpers import TINY_BENCH
 
 
 def bench(*argv: str):
@@ -19,7 +18,7 @@ def bench(*argv: str):
 
 @pytest.mark.slow
 def test_bench_compares_with_timm_and_writes_a_csv(tmp_path):
-    table = bench("+step=baseline,separate_downsampling", "compare=timm", *TINY, f"out={tmp_path / 'b.csv'}")
+    table = bench("+step=baseline,separate_downsampling", "compare=timm", *TINY_BENCH, f"out={tmp_path / 'b.csv'}")
     assert list(table["mode"]) == ["infer"] * 2 + ["train"] * 2
     assert list(table.timm_model) == ["resnet50", "convnext_tiny"] * 2  # each step against its own reference
     assert (table.ratio > 0).all() and (table.img_s > 0).all() and (table.repeats == 2).all()
@@ -58,7 +57,7 @@ def test_jobs_of_one_step_keep_their_own_numbers(tmp_path):
     jobs = compose_bench(["+step=separate_downsampling", "train.pointwise_form=conv,linear", "seed=0"])
     assert list(jobs) == ["separate_downsampling train.pointwise_form=conv",
                           "separate_downsampling train.pointwise_form=linear"]
-    table = bench("+step=separate_downsampling", "train.pointwise_form=conv,linear", "modes=[infer]", *TINY,
+    table = bench("+step=separate_downsampling", "train.pointwise_form=conv,linear", "modes=[infer]", *TINY_BENCH,
                   "budget.width_multiplier=0.25", f"out={tmp_path / 'b.csv'}")
     assert list(table.job) == list(jobs) and list(table.step) == ["separate_downsampling"] * 2
     assert table.img_s.nunique() == 2  # measured apart
@@ -75,7 +74,7 @@ def test_every_mode_runs_with_the_precision_its_row_names(monkeypatch, tmp_path)
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
     try:
-        table = bench("+step=separate_downsampling", "train.precision=bf16", "modes=[infer,train,step,e2e]", *TINY,
+        table = bench("+step=separate_downsampling", "train.precision=bf16", "modes=[infer,train,step,e2e]", *TINY_BENCH,
                       "budget.width_multiplier=0.25", "num_classes=10", f"out={tmp_path / 'b.csv'}")
     finally:
         handle.remove()

@@ -10,8 +10,8 @@ from ablate.distributed import World
 from ablate.engine import build_training
 from ablate.train import RESULT, train
 
-from helpers import SMOKE, cli
-from test_plan import TINY, plan
+from helpers import SMOKE, TINY_PLAN, cli
+from test_plan import plan
 
 GPUS = torch.cuda.device_count()
 pytestmark = pytest.mark.skipif(GPUS == 0, reason="needs a CUDA GPU (none is visible)")
@@ -55,12 +55,12 @@ def test_nccl_two_gpus_with_sync_bn(tmp_path):
 
 
 def test_plan_measures_peak_memory_and_backs_off_on_out_of_memory(tmp_path):
-    table = plan("+step=baseline", "budget.width_multiplier=1.0", *SMOKE, *TINY, "train.device=cuda",
+    table = plan("+step=baseline", "budget.width_multiplier=1.0", *SMOKE, *TINY_PLAN, "train.device=cuda",
                  f"out={tmp_path / 'fits.csv'}")
     assert table.fits.all() and (table.peak_mem_mib > 0).all()
     # ResNet-50 at 1024 px needs GiBs per image in training: 64 of them exceed any single GPU
     table = plan("+step=baseline", "budget.width_multiplier=1.0", *SMOKE, "data.image_size=1024", "data.train_size=64",
-                 "data.val_size=8", "budget.batch_size=64", *TINY, "train.device=cuda", f"out={tmp_path / 'oom.csv'}")
+                 "data.val_size=8", "budget.batch_size=64", *TINY_PLAN, "train.device=cuda", f"out={tmp_path / 'oom.csv'}")
     row = table.iloc[0]
     assert not row.fits and row.measured_batch < 64
     assert row.accum_steps_needed * row.measured_batch >= 64

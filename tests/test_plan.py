@@ -11,9 +11,8 @@ from ablate.config import compose_config, net_config, run_config
 from ablate.plan import COMMAND, PlanOptions, estimate, run
 from ablate.train import RESULT, train
 
-from helpers import SMOKE
+from helpers import SMOKE, TINY_PLAN
 
-TINY = ["warmup=0", "iters=1", "repeats=1", "data_batches=1", "train.threads=1"]
 
 
 def plan(*argv: str) -> pd.DataFrame:
@@ -26,7 +25,7 @@ def plan(*argv: str) -> pd.DataFrame:
 def test_plan_measures_each_step_once_and_sets_finished_runs_beside_it(tmp_path):
     runs = tmp_path / "runs"
     finished = train(run_config(compose_config(["+step=baseline", *SMOKE])), runs / "baseline")
-    table = plan("+step=baseline,kernel", "seed=0,1", *SMOKE, *TINY, f"measured={runs}", f"out={tmp_path / 'p.csv'}")
+    table = plan("+step=baseline,kernel", "seed=0,1", *SMOKE, *TINY_PLAN, f"measured={runs}", f"out={tmp_path / 'p.csv'}")
     assert [(r.step, r.seed) for r in table.itertuples()] == [("baseline", 0), ("baseline", 1), ("kernel", 0),
                                                               ("kernel", 1)]
     speeds = ["train_img_s", "data_img_s", "eval_img_s"]
@@ -70,7 +69,7 @@ def test_bad_plan_input_is_one_line(tmp_path):
     with pytest.raises(Exception, match=r"^devices=0 is not allowed; expected a positive integer$"):
         plan("devices=0")
     with pytest.raises(FileNotFoundError, match="measured=.*: no such directory"):
-        plan(*SMOKE, *TINY, f"measured={tmp_path / 'none'}", f"out={tmp_path / 'p.csv'}")
+        plan(*SMOKE, *TINY_PLAN, f"measured={tmp_path / 'none'}", f"out={tmp_path / 'p.csv'}")
     assert not (tmp_path / "p.csv").exists()
 
 
@@ -78,7 +77,7 @@ def test_bad_plan_input_is_one_line(tmp_path):
 def test_plan_of_the_paper_budget_uses_each_recipes_batch_and_epochs(tmp_path):
     """The embedded data standing in for ImageNet: the endpoints (classic and modern recipe) at the paper's nets,
     batches and epochs, none trained. (results/plan/ holds the whole roadmap's plan.)"""
-    table = plan("+step=baseline,separate_downsampling", "budget=paper", "max_batch=2", *TINY, "train_images=1281167",
+    table = plan("+step=baseline,separate_downsampling", "budget=paper", "max_batch=2", *TINY_PLAN, "train_images=1281167",
                  "val_images=50000", "devices=8", f"out={tmp_path / 'p.csv'}")
     assert list(table.step) == ["baseline", "separate_downsampling"]
     assert list(table.per_device_batch) == [256 // 8, 4096 // 8] and list(table.epochs) == [90, 300]

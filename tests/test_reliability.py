@@ -17,9 +17,9 @@ from ablate.report import report
 from ablate.rundir import RunDirConflict, RunDirLock
 from ablate.train import train
 
-from helpers import ROOT, SMOKE, cli, killed_after, start_cli
+from helpers import ROOT, SMOKE, TINY_RUN, cli, killed_after, start_cli
 
-TINY_RUN = [*SMOKE, "budget.epochs=1", "data.train_size=64", "data.val_size=32", "budget.batch_size=32"]
+ONE_EPOCH = [*TINY_RUN, "budget.epochs=1"]
 
 
 # ------------------------------------------------------------------------------- mislabelled nets
@@ -61,7 +61,7 @@ def test_step_regime_and_seed_are_validated(override, message):
 # ------------------------------------------------------------------------------- pooled experiments
 def _finished(tmp_path, name: str, *extra: str) -> Path:
     out = tmp_path / "sweep" / name
-    train(run_config(compose_config(["+step=baseline", *TINY_RUN, *extra])), out)
+    train(run_config(compose_config(["+step=baseline", *ONE_EPOCH, *extra])), out)
     return out
 
 
@@ -131,7 +131,7 @@ def test_a_lock_that_is_not_a_file_is_one_line(tmp_path, kind):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".lock").mkdir() if kind == "directory" else os.mkfifo(run_dir / ".lock")
-    done = cli("+step=baseline", *TINY_RUN, f"hydra.run.dir={run_dir}")
+    done = cli("+step=baseline", *ONE_EPOCH, f"hydra.run.dir={run_dir}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "cannot be the run's lock" in done.stderr
 
@@ -152,7 +152,7 @@ def test_a_config_value_names_one_path_component(value):
 
 
 def test_a_step_name_cannot_move_the_run_outside_outputs(tmp_path):
-    done = cli("+step=baseline", "step.name=../../../../escaped", *TINY_RUN, cwd=tmp_path, env_extra={
+    done = cli("+step=baseline", "step.name=../../../../escaped", *ONE_EPOCH, cwd=tmp_path, env_extra={
         "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     records = list(tmp_path.rglob("result.json"))
@@ -266,7 +266,7 @@ def test_a_record_written_under_the_old_identity_is_still_the_same_run(tmp_path,
     """Records written before train.pointwise_form hold net.pointwise_impl in their config and a hash computed
     with it; the run is found (not retrained, not refused) and the report counts it as the job it is."""
     out = tmp_path / "sweep" / "run"
-    run = run_config(compose_config(["+step=baseline", *TINY_RUN]))
+    run = run_config(compose_config(["+step=baseline", *ONE_EPOCH]))
     first = train(run, out)
     record = json.loads((out / "result.json").read_text())
     record["config"]["net"]["pointwise_impl"] = "auto"
@@ -305,10 +305,10 @@ def test_a_bad_value_in_any_job_of_a_sweep_stops_it_before_the_first(tmp_path):
 
 def test_a_refused_command_leaves_the_finished_runs_hydra_files(tmp_path):
     run_dir = tmp_path / "run"
-    assert cli(*TINY_RUN, f"hydra.run.dir={run_dir}").returncode == 0
+    assert cli(*ONE_EPOCH, f"hydra.run.dir={run_dir}").returncode == 0
     before = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
     assert sorted(before) == ["config.yaml", "hydra.yaml", "overrides.yaml"] and b"seed: 0" in before["config.yaml"]
-    refused = cli(*TINY_RUN, "seed=1", f"hydra.run.dir={run_dir}")
+    refused = cli(*ONE_EPOCH, "seed=1", f"hydra.run.dir={run_dir}")
     assert refused.returncode != 0 and "holds a different run" in refused.stderr
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == before
 
@@ -317,7 +317,7 @@ def test_a_refused_command_leaves_the_finished_runs_hydra_files(tmp_path):
 def test_a_run_dir_the_os_refuses_is_one_line_at_start_up(tmp_path, where):
     (tmp_path / "file").write_text("")
     run_dir = tmp_path / ("x" * 300) if where == "too_long" else tmp_path / "file" / "run"
-    done = cli(*TINY_RUN, f"hydra.run.dir={run_dir}")
+    done = cli(*ONE_EPOCH, f"hydra.run.dir={run_dir}")
     why = "File name too long" if where == "too_long" else "Not a directory"
     assert done.returncode != 0 and done.stderr.strip().splitlines() == \
         [f"error: hydra.run.dir={run_dir} cannot be created ({why})"]
@@ -333,7 +333,7 @@ def test_a_failed_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path
     import subprocess
     import sys
     run_dir = tmp_path / "run"
-    args = [*TINY_RUN, f"hydra.run.dir={run_dir}", "train.forms_cache=null"]
+    args = [*ONE_EPOCH, f"hydra.run.dir={run_dir}", "train.forms_cache=null"]
     done = subprocess.run([sys.executable, "-m", "ablate", *args], cwd=ROOT, capture_output=True, text=True,
                           preexec_fn=_limit_file_size, timeout=600)
     last = done.stderr.strip().splitlines()[-1]
@@ -349,7 +349,7 @@ def test_a_failed_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path
 
 def test_a_damaged_best_checkpoint_stops_the_resume(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TINY_RUN, "budget.epochs=2", f"hydra.run.dir={run_dir}"]
+    args = [*ONE_EPOCH, "budget.epochs=2", f"hydra.run.dir={run_dir}"]
     assert cli(*args, env_extra=killed_after(1)).returncode != 0
     (run_dir / "best.pt").write_bytes(b"not a checkpoint")
     last = (run_dir / "last.pt").read_bytes()
@@ -398,7 +398,7 @@ def test_a_recipe_file_missing_a_key_is_one_line_naming_it(tmp_path):
     modern = (ROOT / "conf" / "recipe" / "modern.yaml").read_text()
     (tmp_path / "recipe" / "mine.yaml").write_text("".join(l for l in modern.splitlines(True)
                                                              if not l.startswith("lr:")))
-    done = cli("recipe=mine", f"hydra.searchpath=[file://{tmp_path}]", *TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}")
+    done = cli("recipe=mine", f"hydra.searchpath=[file://{tmp_path}]", *ONE_EPOCH, f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode != 0 and done.stderr.strip().splitlines() == [
         "error: missing key(s) recipe.lr: the config group that sets them lacks them; add them to its file (or "
         "+KEY=VALUE on the command line)"]

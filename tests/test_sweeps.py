@@ -13,11 +13,10 @@ from ablate.paper import roadmap_steps
 from ablate.report import collect, sweep_jobs
 from stages import build_net
 
-from helpers import CHANGE_FLAGS, cli, killed_after
+from helpers import CHANGE_FLAGS, TINY_RUN, cli, killed_after
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 # ~1 s a job: quarter-width nets, 64 synthetic images, 2 epochs of 2 updates
-TINY = ["budget=smoke", "data.train_size=64", "data.val_size=32"]
 
 
 def _jobs(sweep: str) -> list[list[str]]:
@@ -75,7 +74,7 @@ def test_launcher_configs_select_hydra_launchers(launcher, target):
 
 # ------------------------------------------------------------------------------ end to end, on disk
 def _sweep(out, *extra, env_extra=None):
-    return cli("-m", "+sweep=roadmap", "seed=0,1", *TINY, f"hydra.sweep.dir={out}", *extra, env_extra=env_extra)
+    return cli("-m", "+sweep=roadmap", "seed=0,1", *TINY_RUN, f"hydra.sweep.dir={out}", *extra, env_extra=env_extra)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ from ablate.data import DataError, build_datasets
 from ablate.train import LAST, RESULT, RunDirConflict, TrainingFailed, train
 from stages import build_net
 
-from helpers import cli, killed_after
+from helpers import SMOKE, cli, killed_after
 # a few seconds per run: quarter-width nets, 256 synthetic images, 2 epochs
-SMOKE = ["budget=smoke", "data.train_size=256", "data.val_size=128"]
 
 
 def smoke_run(step: str, *extra: str):
