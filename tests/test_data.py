@@ -155,6 +155,7 @@ def test_imagenette_is_decoded_at_the_size_the_run_needs(tmp_path, interpolation
     evaluates the 224 px files: the same pixels, exactly."""
     root = photo_folder(tmp_path / "imagenette")
     overrides = ["+experiment=imagenette_proxy", "+step=baseline", f"data.root={root}", "data.num_classes=2",
+                 "data.image_size=64",
                  f"recipe.interpolation={interpolation}"]
     run = run_config(compose_config(overrides))
     batched = build_datasets(run.data, run.augment, run.seed)

@@ -61,4 +61,10 @@ if __name__ == "__main__":
         runs, _ = collect(Path(sys.argv[2]))
         done = runs[runs.status == "finished"]
         print(done.pivot_table(index="budget_epochs", columns=["image_size", "step"], values="top1").to_string())
+        recipe = done[done.step == "recipe"].set_index(["image_size", "budget_epochs"]).top1
+        for (r, e), v in recipe.items():  # rule 3's test at every cell that has its doubled budget
+            if (r, 2 * e) in recipe:
+                gain = recipe[r, 2 * e] - v
+                print(f"plateau test {r} px, {e} -> {2 * e} epochs: +{gain:.2f} points "
+                      f"({'on' if gain <= PLATEAU_POINTS else 'off'} the plateau)")
         print("choice (resolution, epochs, why):", choose(done, emax))
