@@ -129,6 +129,13 @@ def eval_resize(data) -> int:
     return math.floor(data.image_size / data.eval_crop_pct)
 
 
+def resize_shorter(img: Image.Image, short: int, interpolation: str) -> Image.Image:
+    """The eval transform's resize: the shorter side to `short` (torchvision's Resize of the PIL image)."""
+    if min(img.size) == short:
+        return img
+    return TF.resize(img, short, interpolation=TF.InterpolationMode(interpolation))
+
+
 def decode_all(samples: list[tuple[Path, int]], desc: str, short: int | None = None,
                interpolation: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
     """Decode every image once into one uint8 array (all must share a size, e.g. CIFAR's 32x32). With `short`,
@@ -137,9 +144,7 @@ def decode_all(samples: list[tuple[Path, int]], desc: str, short: int | None = N
     crop that equals the per-sample eval transform's output."""
     def decode(path: Path) -> np.ndarray:
         img = load_image(path)
-        if short is not None and min(img.size) != short:
-            img = TF.resize(img, short, interpolation=TF.InterpolationMode(interpolation))
-        return np.asarray(img)
+        return np.asarray(img if short is None else resize_shorter(img, short, interpolation))
 
     first = decode(samples[0][0])
     images = np.empty((len(samples), *first.shape), np.uint8)
@@ -299,7 +304,8 @@ class BatchedImages:
         self.sources = sources  # the file each image was decoded from (None: synthetic)
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.size, self.scale, self.crop_pct = data.image_size, tuple(data.crop_scale), data.eval_crop_pct
+        self.size, self.scale = data.image_size, tuple(data.crop_scale)
+        self.short = eval_resize(data)  # the eval transform's shorter side (crop_pct's only use)
         self.mode, self.train, self.seed, self.epoch = interpolation, train, seed, 0
         self.normalize = self.normalizer()
         self._draws: tuple[int, torch.Tensor, torch.Tensor] | None = None
@@ -340,20 +346,17 @@ class BatchedImages:
 
     @property
     def geometry(self) -> str:
-        return f"resize {math.floor(self.size / self.crop_pct)} {self.mode}, centre crop {self.size}"
+        return f"resize {self.short} {self.mode}, centre crop {self.size}"
 
     def eval_geometry(self, img: Image.Image) -> Image.Image:
         """One image (e.g. a source file) through the eval transform its in-memory copy was decoded and cropped
         by: torchvision's Resize of the PIL image to the shorter side image_size / eval_crop_pct, then CenterCrop."""
-        short = math.floor(self.size / self.crop_pct)
-        if min(img.size) != short:
-            img = TF.resize(img, short, interpolation=TF.InterpolationMode(self.mode))
-        return TF.center_crop(img, self.size)
+        return TF.center_crop(resize_shorter(img, self.short, self.mode), self.size)
 
     def _resize_centre_crop(self, x: torch.Tensor) -> torch.Tensor:
         """timm's eval transform: shorter side to image_size / eval_crop_pct, then the centre image_size."""
         n, _, height, width = x.shape
-        short = math.floor(self.size / self.crop_pct)
+        short = self.short
         if min(height, width) == short:
             resized = x
         else:

@@ -10,21 +10,21 @@ evaluated; `imagenet_c` corrupts the 224 px val files, as ImageNet-C does, and t
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 from omegaconf import OmegaConf
 from PIL import Image
-import torchvision.transforms.functional as TF
 from safetensors.torch import load_file
 
 from stages import build_net
