@@ -13,9 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from stages import NetConfigError
 
 from .cli import one_line
-from .config import ConfigError, check_checkpoint_choice, os_error, run_config
-from .data import DataError
-from .rundir import RESULT, RunDirConflict, read_record
+from .config import check_checkpoint_choice, os_error, run_config
+from .errors import ConfigError, DataError
+from .record import RESULT, read_record
+from .rundir import RunDirConflict
 from .train import TrainingFailed, train
 
 
@@ -26,7 +27,7 @@ def _interrupt(signum, frame):
 def _stopped(out: str) -> str:
     """Where an interrupted run stopped, in one line."""
     try:
-        done = len(read_record(Path(out) / RESULT).get("epochs", []))
+        done = len(read_record(Path(out) / RESULT).epochs or ())
         where = f"after epoch {done} (its last checkpoint)" if done else "before its first epoch ended"
     except (OSError, ValueError):
         where = "before its first record"

@@ -24,13 +24,13 @@ from torch import nn
 from stages import Net, build_net
 from stages.forms import forms_in_use
 
-from .cli import Command
 from .autotune import pick_forms
-from .config import (CommandOptions, ConfigError, TrainConfig, check_top_level_keys, compose_jobs, net_config,
-                     run_config)
+from .cli import Command
+from .config import CommandOptions, TrainConfig, check_top_level_keys, compose_jobs, net_config, run_config
 from .device import autocast, describe_device, pick_device, torch_threads
 from .distributed import World
 from .engine import TrainingState, build_training, train_step
+from .errors import ConfigError
 from .provenance import write_csv
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -24,10 +24,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from stages import NetConfigError
 
-from .config import ConfigError
-from .data import DataError
+from .errors import ConfigError, DataError
 from .provenance import command_as_typed
-from .rundir import RESULT, RUN_FILES
+from .record import RESULT, RUN_FILES
 
 KEY = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.@/-]*$")  # what Hydra accepts left of `=`, not a path
 

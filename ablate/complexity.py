@@ -20,7 +20,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from stages import Net, NetConfig, build_net
 
 from .cli import Command
-from .config import CommandOptions, ConfigError, compose_config, net_config, step_overrides
+from .config import CommandOptions, compose_config, net_config, step_overrides
+from .errors import ConfigError
 from .paper import paper_table
 from .provenance import write_csv
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import itertools
+import json
 import math
 import os
 import re
@@ -14,8 +14,8 @@ from typing import ClassVar, Literal
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.experimental.callback import Callback
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf, open_dict
 from omegaconf.errors import InterpolationToMissingValueError
 
@@ -23,16 +23,12 @@ from stages import NetConfig, NetConfigError, Validated
 from stages.forms import AUTO, FORMS
 
 from . import REPO_ROOT
+from .corruption_suites import SUITES, corruption_list
+from .errors import ConfigError
 from .io import path_component
 from .seeding import SEED_LIMIT
 
-from .corruptions import SUITES, corruption_list
-
 CONF_DIR = REPO_ROOT / "conf"
-
-
-class ConfigError(ValueError):
-    """A run config value is not allowed."""
 
 
 # the top-level keys of a run config; anything else came from a misspelt `+key=` and is refused
@@ -97,6 +93,11 @@ def regime_names() -> list[str]:
 class RecipeConfig(RunConfigPart):
     """A training recipe (conf/recipe/): optimisation, schedule, augmentation and regularisation."""
     PREFIX: ClassVar[str] = "recipe"
+    # its augmentation by what it changes: each image (timm's create_transform; the batched pipeline does crop +
+    # flip only), pairs of images in a batch, the targets
+    IMAGE_AUGMENTATION: ClassVar[tuple[str, ...]] = ("color_jitter", "auto_augment", "random_erasing")
+    BATCH_AUGMENTATION: ClassVar[tuple[str, ...]] = ("mixup", "cutmix")
+    TARGET_AUGMENTATION: ClassVar[tuple[str, ...]] = ("label_smoothing",)
     name: str
     epochs: float                       # schedule length the recipe was designed for
     batch_size: int                     # the global batch its lr refers to
@@ -138,6 +139,17 @@ class RecipeConfig(RunConfigPart):
                      "null (off) or a decay in (0, 1) such as 0.9999")
         self.require(self.auto_augment is None or _timm_auto_augment_ok(self.auto_augment), "auto_augment",
                      "null or a timm policy such as rand-m9-mstd0.5-inc1 (rand-*, augmix-*, original, v0)")
+
+    @property
+    def augmentation(self) -> dict:
+        """Every augmentation setting (the record's `augmentation`)."""
+        return {k: getattr(self, k) for k in
+                (*self.IMAGE_AUGMENTATION, *self.BATCH_AUGMENTATION, *self.TARGET_AUGMENTATION)}
+
+    def crop_and_flip_only(self) -> "RecipeConfig":
+        """This recipe with its image and batch augmentation off (label smoothing kept): a budget's `light`."""
+        off = {k: None if k == "auto_augment" else 0.0 for k in (*self.IMAGE_AUGMENTATION, *self.BATCH_AUGMENTATION)}
+        return dataclasses.replace(self, **off)
 
 
 @dataclass(frozen=True)
@@ -283,7 +295,7 @@ class RunConfig:
         """The recipe's augmentation as this budget applies it."""
         if self.budget.augmentation == "recipe":
             return self.recipe
-        return dataclasses.replace(self.recipe, auto_augment=None, mixup=0.0, cutmix=0.0, random_erasing=0.0)
+        return self.recipe.crop_and_flip_only()
 
     @property
     def identity(self) -> dict:
@@ -316,7 +328,7 @@ class RunConfig:
             raise ConfigError(f"budget.batch_size={b} does not divide across {world_size} process(es) x "
                               f"budget.accum_steps={a}; choose a multiple of {world_size * a}")
         micro = b // (world_size * a)
-        if (self.augment.mixup > 0 or self.augment.cutmix > 0) and micro % 2:
+        if any(getattr(self.augment, k) > 0 for k in RecipeConfig.BATCH_AUGMENTATION) and micro % 2:
             raise ConfigError(f"mixup/cutmix pair samples within a batch: the per-process batch {micro} "
                               f"(budget.batch_size={b}) must be even")
         return micro

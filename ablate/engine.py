@@ -19,7 +19,7 @@ from stages import Net, build_net
 
 from .autotune import pick_forms
 from .config import RunConfig
-from .data import GlobalBatchSampler, Splits, build_datasets, default_workers, make_loader, shard
+from .data import GlobalBatchSampler, Splits, build_datasets, default_workers, shard
 from .device import autocast
 from .distributed import World
 from .seeding import derive_seed
@@ -73,7 +73,7 @@ def predict(model: nn.Module, batches, device: torch.device, precision: str):
 
 def evaluate(model: nn.Module, dataset, run: RunConfig, device, world: World, batch: int, workers: int) -> dict:
     """top-1, top-5 and loss over the whole val split (sharded over processes, summed exactly)."""
-    loader = make_loader(dataset, shard(len(dataset), world), batch, workers)
+    loader = dataset.loader(shard(len(dataset), world), batch, workers)
     loss_sum = top1 = top5 = seen = 0.0
     for logits, y in predict(model, loader, device, run.train.precision):
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
@@ -156,7 +156,7 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
         model = torch.compile(model)
     workers = default_workers(run.data) if run.train.workers is None else run.train.workers
     sampler = GlobalBatchSampler(len(data.train), run.budget.batch_size, run.budget.accum_steps, world, run.seed)
-    loader = make_loader(data.train, sampler, micro, workers, pin_memory=device.type == "cuda")
+    loader = data.train.loader(sampler, micro, workers, pin_memory=device.type == "cuda")
     mixup, criterion = build_loss(run)
     return Training(run, net, model, ema, optimizer, scheduler, scaler, data, sampler, loader, mixup, criterion,
                     device, world, micro, workers, total_updates, forms)

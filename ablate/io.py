@@ -3,15 +3,11 @@ through a link planted where a file should be, and under names that a config val
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
 import tempfile
 from pathlib import Path
-
-import torch
-
 
 TMP_SUFFIX = ".ablate.tmp"  # the toolkit's own partial writes (a user's `.notes.tmp` is not one)
 MAX_NAME = 120  # bytes of one path component the toolkit names; file systems allow 255
@@ -65,14 +61,6 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def atomic_torch_save(path, obj) -> Path:
-    """Serialised in memory first: torch's zip writer turns a failed write (a full disk) into a RuntimeError that
-    names no cause; a plain write raises the OSError that does."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 def clean_partial_writes(directory: Path) -> list[Path]:

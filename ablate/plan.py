@@ -30,17 +30,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-
 from .bench import BenchConfig, make_runner
 from .cli import Command
 from .complexity import run_complexity
-from .config import CommandOptions, ConfigError, RunConfig, compose_jobs, record_identity_hash, run_config
-from .corruptions import corruption_list
-from .data import make_loader
+from .config import CommandOptions, RunConfig, compose_jobs, run_config
+from .corruption_suites import corruption_list
 from .device import pick_device, torch_threads
 from .engine import predict
+from .errors import ConfigError
 from .provenance import write_csv
-from .rundir import RESULT, read_record
+from .record import RESULT, read_record
 
 CPU_MAX_BATCH = 256  # a CPU plan measures at most this per-device batch (a paper batch at 224 px would take
 # minutes per step); images/s is taken as flat beyond it
@@ -96,7 +95,7 @@ def measure(cfg, run: RunConfig, options: PlanOptions, device: torch.device) -> 
     n = options.data_batches + 1
     data_img_s = _images_per_s(itertools.islice(t.loader, n), lambda b: len(b[1]))
     eval_batch = runner.batch * 2  # as the run evaluates
-    val = make_loader(t.data.val, range(min(len(t.data.val), n * eval_batch)), eval_batch, t.workers)
+    val = t.data.val.loader(range(min(len(t.data.val), n * eval_batch)), eval_batch, t.workers)
     eval_img_s = _images_per_s(predict(t.net, val, device, run.train.precision), lambda b: len(b[1]))
     fits = runner.batch == bench.batch_size  # else halved on out-of-memory
     return {"per_device_batch": micro, "measured_batch": runner.batch, "fits": fits,
@@ -133,8 +132,8 @@ def measured_wall(root: Path) -> dict[str, float]:
     wall = {}
     for path in root.rglob(RESULT):
         record = read_record(path)
-        if record["status"] == "finished":
-            wall[record_identity_hash(record)] = record["wall_time_s"] + (record.get("robustness") or {}).get("time_s", 0)
+        if record.finished:
+            wall[record.current_identity_hash] = record.wall_time_s + (record.robustness or {}).get("time_s", 0)
     return wall
 
 

@@ -12,8 +12,6 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import torch
-
 from . import REPO_ROOT
 from .io import atomic_write_text
 
@@ -47,6 +45,7 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
+    import torch  # here, not at the top: the report imports this module and needs torch for nothing else
     info = {"cpu": cpu_model(), "cpu_count": torch.get_num_threads(), "platform": platform.platform()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -1,7 +1,7 @@
 """Corruption robustness of trained runs: top-1 under every corruption and severity of a fixed val subset.
 
 A run evaluates it after its last epoch when `eval.corruptions` is set (a suite, `cifar10c` or `imagenet_c`, or a
-list of the corruptions of ablate/corruptions.py under `eval.suite`'s parameters), and `python -m ablate.robustness
+list of the corruptions of ablate/corruption_suites.py under `eval.suite`'s parameters), and `python -m ablate.robustness
 DIR` adds it to finished runs from their saved weights. Either way the record's `robustness` field holds top-1 per
 (corruption, severity), clean top-1 on the same subset, the mean corruption top-1 and its relative drop. The subset
 (eval.subset images, drawn once with a fixed seed) and the corrupted images (seeded per corruption and severity) are
@@ -30,12 +30,15 @@ from safetensors.torch import load_file
 from stages import build_net
 
 from .cli import Command, SomeFailed, one_line
-from .config import ConfigError, EvalConfig, RunConfig, run_config
-from .corruptions import NOT_MADE, SUITES, corrupt, corruption_list
-from .data import BatchedImages, DataError, build_datasets, load_image
+from .config import EvalConfig, RunConfig, run_config
+from .corruption_suites import NOT_MADE, SUITES, corruption_list
+from .corruptions import corrupt
+from .data import BatchedImages, build_datasets, load_image
 from .device import pick_device, torch_threads
+from .errors import DataError
 from .io import atomic_write_bytes
-from .rundir import RESULT, WEIGHTS, RunDirLock, read_record, write_record
+from .record import RESULT, WEIGHTS, RunRecord, read_record, write_record
+from .rundir import RunDirLock
 
 SUBSET_SEED = 0  # the val subset is the same for every run and every seed
 _CORRUPTED: dict[tuple[str, str, int], np.ndarray] = {}  # (clean subset digest, corruption, severity) -> images
@@ -135,25 +138,25 @@ def evaluate_robustness(model: torch.nn.Module, val, eval_cfg: EvalConfig, devic
             "time_s": time.perf_counter() - start}
 
 
-def wanted(record: dict, eval_cfg: EvalConfig) -> bool:
+def wanted(record: RunRecord, eval_cfg: EvalConfig) -> bool:
     """Whether a finished record lacks the robustness that eval_cfg asks for (or holds another kind)."""
     if eval_cfg.corruptions is None:
         return False
-    have = record.get("robustness") or {}
+    have = record.robustness or {}
     asked = (eval_cfg.suite_name, list(corruption_list(eval_cfg.corruptions)), list(eval_cfg.severities),
-             min(eval_cfg.subset, record.get("val_images") or eval_cfg.subset))
+             min(eval_cfg.subset, record.val_images or eval_cfg.subset))
     # records from before suites were all cifar10c
     return (have.get("suite", "cifar10c"), have.get("corruptions"), have.get("severities"), have.get("subset")) != asked
 
 
-def add_to_record(out: Path, run: RunConfig, device) -> dict:
+def add_to_record(out: Path, run: RunConfig, device) -> RunRecord:
     """Evaluates a finished run's saved weights and writes the record's `robustness` field. The caller holds
     the run directory's lock."""
     record = read_record(out / RESULT)
     net = build_net(run.net, channels_last=run.train.channels_last).to(device)
     net.load_state_dict(load_file(out / WEIGHTS))
     data = build_datasets(run.data, run.augment, run.seed)
-    record["robustness"] = evaluate_robustness(net, data.val, run.eval, device)
+    record = dataclasses.replace(record, robustness=evaluate_robustness(net, data.val, run.eval, device))
     write_record(out, record)
     return record
 
@@ -196,16 +199,16 @@ def add_to_runs(root: str, options: RobustnessOptions, overrides: list[str]) -> 
 def add_to_run(out: Path, eval_cfg: EvalConfig, device) -> None:
     """One run directory: skipped when unfinished, without weights, or already evaluated as asked."""
     record = read_record(out / RESULT)
-    if record["status"] != "finished" or not (out / WEIGHTS).exists():
-        print(f"{out}: skipped ({record['status']}{'' if (out / WEIGHTS).exists() else ', no weights'})")
+    if not record.finished or not (out / WEIGHTS).exists():
+        print(f"{out}: skipped ({record.status}{'' if (out / WEIGHTS).exists() else ', no weights'})")
         return
     if not wanted(record, eval_cfg):
-        print(f"{out}: has it (mean corruption top-1 {record['robustness']['mean_corruption_top1']:.2f})")
+        print(f"{out}: has it (mean corruption top-1 {record.robustness['mean_corruption_top1']:.2f})")
         return
-    raw = {**record["config"], "eval": json.loads(json.dumps(eval_cfg.__dict__, default=list))}
+    raw = {**record.config, "eval": json.loads(json.dumps(eval_cfg.__dict__, default=list))}
     run = run_config(OmegaConf.create(raw))
     with RunDirLock(out):
-        r = add_to_record(out, run, device)["robustness"]
+        r = add_to_record(out, run, device).robustness
     print(f"{out}: clean {r['clean_top1']:.2f}, mean corruption top-1 {r['mean_corruption_top1']:.2f} "
           f"({r['time_s']:.0f} s)")
 

@@ -1,17 +1,11 @@
-"""A run's directory: its files, the record's schema, the lock, checkpoints and resume (as pycls keeps
-`checkpoint.py`). Every file is written atomically by the one process that holds the directory's lock.
-
-  result.json     the record (RECORD_FIELDS): config, step, complexity, per-epoch metrics, final top-1/top-5,
-                  segments (one per process that trained it), provenance, status
-  metrics.jsonl   one line per finished epoch
-  last.pt         everything needed to resume (after every epoch)
-  best.pt         weights of the epoch with the best val top-1
-  model.safetensors (and model_ema.safetensors)  the final weights
-"""
+"""A run's directory: the lock, checkpoints and resume (as pycls keeps `checkpoint.py`); its files and its record
+are named and defined in ablate.record. Every file is written atomically by the one process that holds the
+directory's lock."""
 from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import json
 import os
 import stat
@@ -21,30 +15,23 @@ import torch
 
 from stages.forms import EVAL_ONLY, FORMS
 
-from .config import record_identity_hash
-from .io import atomic_torch_save, atomic_write_json, atomic_write_text, clean_partial_writes
+from .io import atomic_write_bytes, atomic_write_text, clean_partial_writes
+from .record import BEST, LAST, LOCK, METRICS, RESULT, RUN_FILES, RunRecord, read_record
 
-RESULT, LAST, BEST, METRICS, LOCK = "result.json", "last.pt", "best.pt", "metrics.jsonl", ".lock"
-WEIGHTS, WEIGHTS_EMA = "model.safetensors", "model_ema.safetensors"
-RUN_FILES = (RESULT, LAST, BEST, METRICS, WEIGHTS, WEIGHTS_EMA)
-
-# The record's schema, defined once. A writer writes every field of RECORD_FIELDS (and FINISHED_FIELDS once the
-# run has finished); OPTIONAL_FIELDS only when measured. A reader may rely on REQUIRED_FIELDS (and "final" in a
-# finished record): every record since the first version holds them, so older runs stay readable.
-RECORD_FIELDS = ("status", "reason", "step", "regime", "seed", "identity_hash", "identity", "config", "params",
-                 "gflops", "fvcore_gflops", "gflops_at_input", "lr", "augmentation", "pipeline", "epochs_planned",
-                 "updates_planned", "device", "world_size", "provenance", "classes", "train_images",
-                 "val_images", "data_fingerprint", "epochs", "segments", "resumed_from_epoch")
-FINISHED_FIELDS = ("final", "best_top1", "wall_time_s", "train_time_s", "train_throughput")
-OPTIONAL_FIELDS = ("robustness",)
-REQUIRED_FIELDS = ("status", "step", "regime", "seed", "identity_hash", "config", "params", "gflops",
-                   "gflops_at_input", "provenance")
 # train.* settings that change a run's numerics; a resume under other values is refused unless asked
 NUMERIC_SETTINGS = ("precision", "channels_last", *(f"{kind}_form" for kind in FORMS if kind not in EVAL_ONLY))
 
 
 class RunDirConflict(RuntimeError):
     """The run directory holds a different run, or another process is using it; nothing is overwritten."""
+
+
+def atomic_torch_save(path, obj) -> Path:
+    """Serialised in memory first: torch's zip writer turns a failed write (a full disk) into a RuntimeError that
+    names no cause; a plain write raises the OSError that does."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 def _os_reason(e: OSError) -> str:
@@ -86,22 +73,7 @@ class RunDirLock:
         self.file.close()
 
 
-def read_record(path: Path) -> dict:
-    """A result.json as a dict; ValueError naming the file if it is not a record."""
-    record = json.loads(Path(path).read_text())
-    if not isinstance(record, dict):
-        raise ValueError(f"{path} holds a JSON {type(record).__name__}, not a run record")
-    _require(record, REQUIRED_FIELDS + (("final",) if record.get("status") == "finished" else ()), path)
-    return record
-
-
-def _require(record: dict, fields: tuple[str, ...], path: Path) -> None:
-    missing = [k for k in fields if k not in record]
-    if missing:
-        raise ValueError(f"{path} lacks the record field(s) {', '.join(missing)}")
-
-
-def check_run_dir(out: Path, identity_hash: str, identity: dict, overwrite: bool) -> dict | None:
+def check_run_dir(out: Path, identity_hash: str, identity: dict, overwrite: bool) -> RunRecord | None:
     """The finished record to reuse, or None to (re)start. Raises on a different run in the directory."""
     if overwrite:
         for name in RUN_FILES:
@@ -117,11 +89,11 @@ def check_run_dir(out: Path, identity_hash: str, identity: dict, overwrite: bool
     except (ValueError, OSError) as e:
         raise RunDirConflict(f"{result_path} is not a readable run record ({e}); move it away or pass "
                              "train.overwrite=true to replace the run") from e
-    if record_identity_hash(previous) != identity_hash:
-        diff = _diff(previous.get("identity", {}), identity)
+    if previous.current_identity_hash != identity_hash:
+        diff = _diff(previous.identity or {}, identity)
         raise RunDirConflict(f"{out} holds a different run (differs at: {', '.join(diff[:8]) or 'unknown'}); "
                              "use another hydra.run.dir, or train.overwrite=true to replace it")
-    return previous if previous.get("status") == "finished" else None
+    return previous if previous.finished else None
 
 
 def _diff(a, b, prefix: str = "") -> list[str]:
@@ -182,9 +154,3 @@ def save_checkpoint(out: Path, state: dict, history_lines: list[dict], best: dic
     if best is not None:
         atomic_torch_save(out / BEST, best)
     atomic_write_text(out / METRICS, "".join(json.dumps(h) + "\n" for h in history_lines))
-
-
-def write_record(out: Path, record: dict) -> None:
-    """Writes result.json; a record short of the schema is a bug in its writer and is never written."""
-    _require(record, RECORD_FIELDS + (FINISHED_FIELDS if record.get("status") == "finished" else ()), out / RESULT)
-    atomic_write_json(out / RESULT, record)

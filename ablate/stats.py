@@ -1,6 +1,6 @@
 """What a few seeds can carry: confidence intervals, paired deltas, corrections for testing many steps at once,
 a pooled-variance interval, rank agreement with its uncertainty, and one run's own sampling error. The report
-(ablate/report.py) calls these; they need pandas and scipy, not torch."""
+(ablate/report/statistics.py) calls these; they need pandas and scipy, not torch."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Train and evaluate one roadmap checkpoint; leave one complete, machine-readable record of the run
-(files and schema: ablate/rundir.py; what it trains with: ablate/engine.py)."""
+(its files and schema: ablate/record.py; lock and checkpoints: ablate/rundir.py; what it trains with:
+ablate/engine.py)."""
 from __future__ import annotations
 
 import math
@@ -25,9 +26,10 @@ from .distributed import World, close_world, init_world, replica_divergence
 from .engine import Training, TrainingState, build_training, evaluate, train_step
 from .io import atomic_write_bytes, atomic_write_text
 from .provenance import provenance
+from .record import LAST, RESULT, WEIGHTS, WEIGHTS_EMA, write_record
 from .robustness import add_to_record, evaluate_robustness, wanted
-from .rundir import (LAST, RESULT, WEIGHTS, WEIGHTS_EMA, RunDirConflict, RunDirLock, check_best,
-                     check_resume_settings, check_run_dir, load_checkpoint, save_checkpoint, write_record)
+from .rundir import (RunDirConflict, RunDirLock, check_best, check_resume_settings, check_run_dir, load_checkpoint,
+                     save_checkpoint)
 from .seeding import derive_seed
 
 LOSS_CHECK_EVERY = 50  # optimizer updates between checks for a non-finite loss (one host sync each)
@@ -100,11 +102,11 @@ def _finished_run(run: RunConfig, out: Path, device: torch.device, world: World)
     world.barrier()
     if finished is None:
         return None
-    print(f"{out}: finished run found (top-1 {finished['final']['top1']:.2f}); not retrained. "
+    print(f"{out}: finished run found (top-1 {finished.top1:.2f}); not retrained. "
           "Pass train.overwrite=true to retrain.")
     if wanted(finished, run.eval):  # a measurement asked for after the run: add it, train nothing
         finished = add_to_record(out, run, device)
-    return finished
+    return finished.to_dict()
 
 
 def _resumed_state(run: RunConfig, out: Path, device: torch.device, world: World):
@@ -123,8 +125,7 @@ def _first_record(run: RunConfig, t: Training, state: TrainingState, device: tor
         "status": "running", "reason": None, "step": run.step, "regime": run.regime, "seed": run.seed,
         "identity_hash": run.identity_hash, "identity": run.identity, "config": run.raw,
         **run_complexity(run.net, run.data.image_size),
-        "lr": run.lr, "augmentation": {k: getattr(run.augment, k) for k in
-                                       ("auto_augment", "mixup", "cutmix", "random_erasing", "label_smoothing")},
+        "lr": run.lr, "augmentation": run.augment.augmentation,
         "pipeline": t.data.pipeline, "epochs_planned": run.schedule_length(len(t.data.train))[2],
         "updates_planned": t.total_updates, "device": describe_device(device), "world_size": world.size,
         "provenance": state.segments[-1]["provenance"], "classes": t.data.classes,

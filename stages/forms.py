@@ -14,7 +14,10 @@ picks them by timed trials.
 """
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the form names stand on plain Python, for the config schema
+    from torch import nn
 
 # layer kind -> its forms, the first the default
 FORMS: dict[str, tuple[str, ...]] = {"pointwise": ("conv", "linear"), "layer_norm": ("permute", "mean_var"),

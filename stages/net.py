@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from timm.layers import trunc_normal_
+from timm.models._features import feature_take_indices  # timm's own models import it from here
 from torch import nn
 
 from .blocks import Block
@@ -65,6 +66,10 @@ class Net(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = in_chs
         self.head = Head(cfg, in_chs)
+        # each stage's output as timm describes a backbone's features (both stems reduce 4x, each stage after the
+        # first 2x more), so features_only / forward_intermediates hand the stages to a detector as timm's do
+        self.feature_info = [{"num_chs": w, "reduction": 4 * 2 ** i, "module": f"stages.{i}"}
+                             for i, w in enumerate(cfg.stage_widths)]
         self.init_weights()
 
     @torch.no_grad()
@@ -87,6 +92,32 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's feature API: the outputs of the stages in `indices` (the last n if an int, all if None), and the
+        final features unless intermediates_only. No norm applies to a feature map here (the head's norm acts
+        on the pooled features, as timm ConvNeXt's), so `norm` changes nothing."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r} is not allowed; expected NCHW")
+        take, last = feature_take_indices(len(self.stages), indices)
+        x = self.stem(x.contiguous(memory_format=self.memory_format))
+        intermediates = []
+        for i, stage in enumerate(self.stages[:last + 1] if stop_early or intermediates_only else self.stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drops the stages after the last of `indices` (and the head), as timm's backbones do for features_only."""
+        take, last = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:last + 1]
+        if prune_head or last < len(self.feature_info) - 1:
+            self.head = nn.Identity()
+            self.num_features = self.feature_info[last]["num_chs"]
+        return take
 
 
 def build_net(cfg: NetConfig | dict, channels_last: bool = True) -> Net:

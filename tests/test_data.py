@@ -57,7 +57,8 @@ def _folder(root, classes=("a", "b"), n=2):
 
 
 def test_image_folder_refuses_empty_hidden_and_looping_classes(tmp_path):
-    from ablate.data import DataError, scan_image_folder
+    from ablate.data import scan_image_folder
+    from ablate.errors import DataError
     _folder(tmp_path)
     samples, classes = scan_image_folder(tmp_path / "train")
     assert classes == ["a", "b"] and len(samples) == 4
@@ -78,7 +79,7 @@ def test_image_folder_refuses_empty_hidden_and_looping_classes(tmp_path):
 
 def test_unreadable_image_in_a_worker_is_one_line_naming_the_file(tmp_path):
     from ablate.cli import one_line
-    from ablate.data import DataError
+    from ablate.errors import DataError
     from ablate.train import train
     _folder(tmp_path / "data", n=4)
     (tmp_path / "data" / "train" / "b" / "broken.png").write_bytes(b"not a png")
@@ -101,7 +102,7 @@ def test_batched_crops_have_torchvision_distribution():
     """Same algorithm as RandomResizedCrop.get_params (10 tries, integer boxes, centre fallback): the
     area and aspect-ratio quantiles of 20,000 boxes agree with torchvision's own draws."""
     from torchvision.transforms import RandomResizedCrop
-    from ablate.data import CROP_TRIES, random_resized_crop_boxes
+    from ablate.data.geometry import CROP_TRIES, random_resized_crop_boxes
     n = 20_000
     torch.manual_seed(0)
     theirs = np.array([RandomResizedCrop.get_params(torch.zeros(3, 32, 32), (0.35, 1.0), (3 / 4, 4 / 3))
@@ -147,6 +148,9 @@ def test_batched_pipeline_is_seeded_per_sample_and_epoch():
     val_batched, _ = data.val.batch(torch.arange(4))
     val_ref = torch.stack([per_sample.val[i][0] for i in range(4)])
     assert torch.allclose(val_batched, val_ref, atol=1e-5)  # evaluation: the same tensors either way
+    # one face: either kind's own loader batches the val split in the order given, to the same tensors
+    (xb, yb), (xp, yp) = (next(iter(split.val.loader([3, 1, 2], 3, workers=0))) for split in (data, per_sample))
+    assert torch.allclose(xb, xp, atol=1e-5) and torch.equal(yb, yp) and torch.equal(yb, data.val.labels[[3, 1, 2]])
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
@@ -163,7 +167,6 @@ def test_imagenette_is_decoded_at_the_size_the_run_needs(tmp_path, interpolation
     per_sample = build_datasets(run_config(compose_config([*overrides, "data.in_memory=false"])).data,
                                 run.augment, run.seed)
     assert per_sample.pipeline == "per_sample"
-    normalize = batched.val.normalizer()
     for i in range(len(batched.val)):
         x, y = batched.val.batch(torch.tensor([i]))
         ref, ref_y = per_sample.val[i]

@@ -10,8 +10,8 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from ablate.cli import one_line
-from ablate.config import ConfigError, compose_config, run_config
-from ablate.data import DataError
+from ablate.config import compose_config, run_config
+from ablate.errors import ConfigError, DataError
 from ablate.rundir import RunDirConflict, check_run_dir, load_checkpoint
 from stages import NetConfigError
 

@@ -2,6 +2,8 @@
 no import cycle, no private Hydra API. Imports are read from the source (those inside functions too)."""
 import ast
 import functools
+import subprocess
+import sys
 
 import pytest
 
@@ -9,12 +11,11 @@ from helpers import ROOT
 
 # the toolkit's modules from the bottom up; a module may import only from its own level or below
 LEVELS = [
-    {"io", "seeding", "paper", "distributed", "stats"},
-    {"provenance", "data"},
-    {"corruptions"},
-    {"config"},
+    {"io", "seeding", "paper", "distributed", "stats", "errors", "corruption_suites"},
+    {"provenance", "config"},                  # the config schema stands below everything that reads it
+    {"record", "data", "corruptions"},
     {"device", "cli", "rundir", "complexity", "autotune"},
-    {"engine", "robustness"},
+    {"engine", "robustness", "timm_models"},
     {"train", "bench", "report"},
     {"plan", "__main__"},
 ]
@@ -22,27 +23,39 @@ LEVEL = {name: i for i, names in enumerate(LEVELS) for name in names}
 
 
 def imports(path) -> set[str]:
-    """Absolute names of the modules a source file imports (relative imports resolved)."""
-    package = path.parent.name
+    """Absolute names of the modules a source file imports (relative imports resolved, from sub-packages too)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    package = ".".join(parts[:-1])  # the package a relative import starts from (an __init__'s own package)
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = f"{package}.{node.module}" if node.level else node.module
-            names.add(base if node.module else package)
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            names.add((f"{base}.{node.module}" if node.module else base) if node.level else node.module)
             if node.level and not node.module:  # `from . import x`: x is a module, or a name of __init__
-                names |= {f"{package}.{alias.name}" for alias in node.names
-                          if (path.parent / f"{alias.name}.py").exists()}
+                where = ROOT.joinpath(*base.split("."))
+                names |= {f"{base}.{alias.name}" for alias in node.names
+                          if (where / f"{alias.name}.py").exists() or (where / alias.name).is_dir()}
     return names
+
+
+def unit(path) -> str:
+    """The module a file belongs to in the layering: its own stem, or its sub-package's name (ablate/data/*)."""
+    parts = path.relative_to(ROOT).parts
+    return parts[1] if len(parts) > 2 else path.stem
 
 
 @functools.cache
 def graph(package: str) -> dict[str, set[str]]:
-    """{module: the modules of `package` it imports}."""
-    files = sorted((ROOT / package).glob("*.py"))
-    return {f.stem: {n.split(".")[1] for n in imports(f) if n.startswith(f"{package}.")} - {f.stem}
-            for f in files if f.stem != "__init__"}
+    """{module (or sub-package): the modules of `package` it imports}."""
+    deps: dict[str, set[str]] = {}
+    for f in sorted((ROOT / package).rglob("*.py")):
+        if f.parent == ROOT / package and f.stem == "__init__":
+            continue
+        names = {n.split(".")[1] for n in imports(f) if n.startswith(f"{package}.")}
+        deps.setdefault(unit(f), set()).update(names - {unit(f)})
+    return deps
 
 
 def test_every_toolkit_module_has_a_level():
@@ -86,3 +99,26 @@ def test_the_network_imports_nothing_of_the_toolkit_and_nobody_reaches_into_hydr
         assert not {n for n in imports(f) if n.split(".")[0] == "ablate"}, f
     for f in [*(ROOT / "ablate").glob("*.py"), *(ROOT / "stages").glob("*.py")]:
         assert not {n for n in imports(f) if n.startswith("hydra._internal")}, f
+
+
+def test_the_schema_the_record_and_the_report_import_no_torch():
+    """The config schema, the run record and the report's tables, statistics and figures need no torch: importing
+    them loads neither torch nor timm (so a reader of results needs neither, and the report starts fast)."""
+    code = ("import sys, ablate.config, ablate.record, ablate.report, ablate.corruption_suites; "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# ablate/data by concern, from the bottom up: the resize math, where images come from, the two pipelines, their order
+DATA_LEVELS = [{"geometry"}, {"sources"}, {"per_sample", "batched"}, {"loaders"}, {"__init__"}]
+
+
+def test_the_data_package_is_layered_by_concern():
+    level = {name: i for i, names in enumerate(DATA_LEVELS) for name in names}
+    files = {f.stem: f for f in (ROOT / "ablate" / "data").glob("*.py")}
+    assert set(files) == set(level)
+    for name, f in files.items():
+        inside = {n.split(".")[2] for n in imports(f) if n.startswith("ablate.data.")}
+        assert all(level[m] <= level[name] for m in inside), f"ablate.data.{name} imports {inside}"

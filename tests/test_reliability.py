@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ablate.config import ConfigError, compose_config, compose_jobs, run_config
-from ablate.data import DataError, build_datasets
+from ablate.config import compose_config, compose_jobs, run_config
+from ablate.data import build_datasets
+from ablate.errors import ConfigError, DataError
 from ablate.io import clean_partial_writes, path_component
 from ablate.report import report
 from ablate.rundir import RunDirConflict, RunDirLock
@@ -365,6 +366,7 @@ def test_a_damaged_best_checkpoint_stops_the_resume(tmp_path):
 @pytest.mark.parametrize("damage", ["weights", "shapes", "record", "lock"])
 def test_robustness_names_a_damaged_run_and_evaluates_the_others(tmp_path, capsys, damage):
     from safetensors.torch import save_file
+
     from ablate.robustness import main
     good, bad = _finished(tmp_path, "a_good"), tmp_path / "sweep" / "b_bad"
     shutil.copytree(good, bad)

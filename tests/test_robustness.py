@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ablate import corruptions
+from ablate import corruption_suites, corruptions
 from ablate.config import compose_config, run_config
 from ablate.data import synthetic_images
 from ablate.train import train
@@ -21,7 +21,7 @@ from helpers import SMOKE, photo_folder
 IMAGES = synthetic_images(24, 32, 10, seed=5)[0]
 
 
-@pytest.mark.parametrize("name", corruptions.CORRUPTIONS)
+@pytest.mark.parametrize("name", corruption_suites.CORRUPTIONS)
 def test_each_corruption_changes_the_image_more_at_higher_severity(name):
     """Every corruption keeps shape and dtype and changes the image, severity 5 more than severity 1, but
     elastic_transform: CIFAR-10-C's severity 1 is a pure 2.6 px random affine and severity 5 a 1 px affine plus
@@ -32,8 +32,8 @@ def test_each_corruption_changes_the_image_more_at_higher_severity(name):
         assert not np.array_equal(out, IMAGES)
     change = [np.abs(o.astype(float) - IMAGES).mean() for o in (mild, severe)]
     if name == "elastic_transform":
-        assert corruptions.CIFAR10C[name][0] == (0, 0, 32 * 0.08)
-        assert corruptions.CIFAR10C[name][4] == (32 * 0.1, 32 * 0.03, 32 * 0.03)
+        assert corruption_suites.CIFAR10C[name][0] == (0, 0, 32 * 0.08)
+        assert corruption_suites.CIFAR10C[name][4] == (32 * 0.1, 32 * 0.03, 32 * 0.03)
     else:
         assert change[1] > change[0], change
     assert np.array_equal(corruptions.corrupt(IMAGES, name, 3), corruptions.corrupt(IMAGES, name, 3))  # seeded
@@ -66,7 +66,7 @@ def test_batched_corruptions_match_the_reference_package(name):
                                                  severity), dtype=np.float64), 0, 255).astype(np.uint8)
                            for x in IMAGES])
         # imagecorruptions holds ImageNet-C's parameters: ours, without ImageNet-C's JPEG save
-        ours = corruptions.corrupt(IMAGES, name, severity, corruptions.Suite(corruptions.IMAGENETC))
+        ours = corruptions.corrupt(IMAGES, name, severity, corruption_suites.Suite(corruption_suites.IMAGENETC))
         if name in DETERMINISTIC:
             assert np.abs(ours.astype(int) - theirs).max() <= 1, (name, severity)
         else:
@@ -75,9 +75,9 @@ def test_batched_corruptions_match_the_reference_package(name):
 
 
 def test_cifar_parameters_are_the_reference_tables():
-    assert corruptions.CIFAR10C["gaussian_noise"] == [0.04, 0.06, .08, .09, .10]
-    assert len(corruptions.CORRUPTIONS) == 14 and set(corruptions.NOT_MADE) == {"frost"}
-    assert all(len(corruptions.CIFAR10C[n]) == 5 for n in corruptions.CORRUPTIONS)
+    assert corruption_suites.CIFAR10C["gaussian_noise"] == [0.04, 0.06, .08, .09, .10]
+    assert len(corruption_suites.CORRUPTIONS) == 14 and set(corruption_suites.NOT_MADE) == {"frost"}
+    assert all(len(corruption_suites.CIFAR10C[n]) == 5 for n in corruption_suites.CORRUPTIONS)
 
 
 def test_run_records_robustness_and_the_report_reads_old_records_too(tmp_path):
@@ -126,12 +126,12 @@ def test_imagenet_c_corrupts_the_224_px_files_then_evaluates_them_as_val(tmp_pat
     assert source.shape == (len(labels), 224, 224, 3) and np.array_equal(labels, same_labels)
     assert np.array_equal(as_evaluated(val, source), evaluated)
     made = corruptions.corrupt(source, "gaussian_noise", 1, "imagenet_c")
-    raw = corruptions.corrupt(source, "gaussian_noise", 1, corruptions.Suite(corruptions.IMAGENETC))
+    raw = corruptions.corrupt(source, "gaussian_noise", 1, corruption_suites.Suite(corruption_suites.IMAGENETC))
     assert np.array_equal(made, corruptions.jpeg_round_trip(raw, 85)) and not np.array_equal(made, raw)
 
 
 def test_a_run_records_imagenet_c_and_synthetic_data_refuses_it_at_start_up(tmp_path):
-    from ablate.config import ConfigError
+    from ablate.errors import ConfigError
     root = photo_folder(tmp_path / "imagenette")
     overrides = ["+experiment=imagenette_proxy", "+step=baseline", f"data.root={root}", "data.num_classes=2",
                  "budget=smoke", "budget.batch_size=2", "eval.corruptions=[fog,contrast]", "eval.suite=imagenet_c",

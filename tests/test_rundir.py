@@ -9,9 +9,11 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from ablate.config import CONF_DIR, NOT_IDENTITY, NOT_IDENTITY_KEYS, EvalConfig, TrainConfig, compose_config, run_config, run_dirname
+from ablate.config import (CONF_DIR, NOT_IDENTITY, NOT_IDENTITY_KEYS, EvalConfig, TrainConfig, compose_config,
+                           run_config, run_dirname)
 from ablate.io import atomic_write_text
-from ablate.rundir import RESULT, RunDirConflict, RunDirLock
+from ablate.record import RESULT
+from ablate.rundir import RunDirConflict, RunDirLock
 from ablate.seeding import derive_seed
 from ablate.train import train
 
@@ -145,11 +147,12 @@ def test_nonfinite_loss_in_the_first_epoch_says_there_is_no_checkpoint(tmp_path)
 
 def test_record_schema_is_one_definition_for_writer_and_readers(tmp_path):
     """train writes every schema field; report reads any record holding the required ones (older runs too) and
-    names what a record lacks; a writer short of the schema writes nothing."""
+    names what a record lacks or holds of the wrong type; a writer short of the schema, or beyond it, writes
+    nothing."""
+    from ablate.record import ALWAYS, FINISHED, WRITTEN, fields_when, write_record
     from ablate.report import collect
-    from ablate.rundir import FINISHED_FIELDS, RECORD_FIELDS, write_record
     record = train(run_config(compose_config(["+step=baseline", *SMOKE])), tmp_path / "runs" / "ok")
-    assert set(RECORD_FIELDS) | set(FINISHED_FIELDS) <= set(record)
+    assert set(fields_when(ALWAYS, WRITTEN, FINISHED)) <= set(record)
     old = {k: v for k, v in record.items() if k not in ("segments", "pipeline", "resumed_from_epoch")}
     old["seed"] = old["config"]["seed"] = 1  # another run (a copy of the same run would count once)
     (tmp_path / "runs" / "old").mkdir()
@@ -157,10 +160,16 @@ def test_record_schema_is_one_definition_for_writer_and_readers(tmp_path):
     broken = {k: v for k, v in record.items() if k != "params"}
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / RESULT).write_text(json.dumps(broken))
+    (tmp_path / "runs" / "typed").mkdir()
+    (tmp_path / "runs" / "typed" / RESULT).write_text(json.dumps({**record, "seed": "2"}))
     rows, problems = collect(tmp_path / "runs")
     assert sorted(rows.run_dir) == ["ok", "old"]
-    assert [(p.kind, p.path) for p in problems] == [("corrupt", str(tmp_path / "runs" / "broken" / RESULT))]
+    assert [(p.kind, p.path) for p in problems] == [("corrupt", str(tmp_path / "runs" / name / RESULT))
+                                                    for name in ("broken", "typed")]
     assert "lacks the record field(s) params" in problems[0].detail
+    assert "seed='2' is not allowed; expected an integer" in problems[1].detail
     with pytest.raises(ValueError, match=r"lacks the record field\(s\) final, best_top1"):
         write_record(tmp_path / "new", {k: v for k, v in record.items() if k not in ("final", "best_top1")})
+    with pytest.raises(ValueError, match=r"field\(s\) best_top5 are not in the record's schema"):
+        write_record(tmp_path / "new", {**record, "best_top5": 90.0})
     assert not (tmp_path / "new" / RESULT).exists()

@@ -195,7 +195,7 @@ def test_delta_is_against_its_own_reference_or_empty():
 
 
 def test_confidence_intervals_use_students_t():
-    from ablate.report import t_975
+    from ablate.stats import t_975
     # scipy.stats.t.ppf(0.975, df) for df = 1, 2, 11, 29, 40, 120
     exact = {1: 12.7062, 2: 4.3027, 11: 2.2010, 29: 2.0452, 40: 2.0211, 120: 1.9799}
     assert all(t_975(df) == pytest.approx(t, abs=2e-3) for df, t in exact.items())

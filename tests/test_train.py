@@ -8,12 +8,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import ablate.engine as engine
-from ablate.config import ConfigError, compose_config, run_config
-from ablate.data import DataError, build_datasets
+from ablate.config import compose_config, run_config
+from ablate.data import build_datasets
+from ablate.errors import ConfigError, DataError
 from ablate.train import LAST, RESULT, RunDirConflict, TrainingFailed, train
 from stages import build_net
 
 from helpers import SMOKE, cli, killed_after
+
 # a few seconds per run: quarter-width nets, 256 synthetic images, 2 epochs
 
 

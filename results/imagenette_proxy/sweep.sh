@@ -1,21 +1,56 @@
 #!/usr/bin/env bash
 # The Imagenette proxy roadmap, 14 steps x 3 seeds, at the resolution and budget the rule chose (the experiment's
-# defaults), as two one-thread streams, one per core, from a frozen work tree; resumable: rerun to continue.
+# defaults), ImageNet-C robustness on a 500-image val subset measured at the end of each job, as two one-thread
+# streams, one per core, from a frozen work tree. Resumable across sittings: the jobs whose finished records are
+# committed under results/imagenette_proxy/runs/sweep/ are skipped, and a stream starts no job that its plan time
+# (../imagenette_budget/plan.csv, x MARGIN) says cannot end before DEADLINE (seconds since the epoch; default none),
+# so a sitting that ends loses no half-trained job.
 # Stream A: seed 0 (14 jobs), then seed 2 of steps 0-6; stream B: seed 1, then seed 2 of steps 7-13, so a complete
 # one-seed roadmap exists first.
+set -u
 WT=${WT:-/work/sweep-wt}         # a frozen work tree (git worktree add WT REVISION)
 SWEEPS=${SWEEPS:-/work/sweeps}   # outside the work tree
+DEADLINE=${DEADLINE:-0}
+MARGIN=${MARGIN:-1.25}
+STREAMS=${STREAMS:-a b}          # which streams this call runs
 S=$SWEEPS/imagenette_proxy
-FIRST=baseline,recipe,stage_ratio,patchify_stem,depthwise,width,inverted_bottleneck
-LAST=move_up_dwconv,kernel,gelu,fewer_activations,fewer_norms,layer_norm,separate_downsampling
-cd $WT
-run() { taskset -c $1 python -m ablate -m +experiment=imagenette_proxy "${@:3}" train.threads=1 hydra.sweep.dir=$S/$2; }
-(
-  run 0 a_seed0 +sweep=roadmap seed=0
-  run 0 a_seed2 +step=$FIRST seed=2
-) > $SWEEPS/logs/imagenette_a.log 2>&1 &
-(
-  run 1 b_seed1 +sweep=roadmap seed=1
-  run 1 b_seed2 +step=$LAST seed=2
-) > $SWEEPS/logs/imagenette_b.log 2>&1 &
+HERE=$(cd "$(dirname "$0")" && pwd)
+PLAN=$HERE/../imagenette_budget/plan.csv
+FIRST="baseline recipe stage_ratio patchify_stem depthwise width inverted_bottleneck"
+LAST="move_up_dwconv kernel gelu fewer_activations fewer_norms layer_norm separate_downsampling"
+mkdir -p "$SWEEPS/logs"
+
+planned_s() {  # the plan's one-thread job time of a step at 96 px, 16 epochs
+  awk -F, -v step="$1" '!/^#/ && $1 == step && $2 == 0 && $6 == 96 && $22 == 16 {print $30; exit}' "$PLAN"
+}
+
+job() {  # core, sweep half, step, seed
+  local out=$S/$2/$3/seed=$4 committed=$HERE/runs/sweep/$2/$3/seed=$4/result.json
+  if [ -f "$committed" ] && grep -q '"status": "finished"' "$committed"; then
+    echo "$(date -u +%FT%TZ) $3 seed=$4: finished record committed, skipped"; return 0
+  fi
+  if [ "$DEADLINE" -gt 0 ]; then
+    local need; need=$(awk -v s="$(planned_s "$3")" -v m="$MARGIN" 'BEGIN {printf "%d", s * m}')
+    if [ $(( $(date +%s) + need )) -gt "$DEADLINE" ]; then
+      echo "$(date -u +%FT%TZ) $3 seed=$4: ${need} s planned does not end before the deadline; stream stops"
+      return 1
+    fi
+  fi
+  echo "$(date -u +%FT%TZ) $3 seed=$4: starting"
+  (cd "$WT" && taskset -c "$1" python -m ablate +experiment=imagenette_proxy +step="$3" seed="$4" \
+    eval.corruptions=imagenet_c eval.subset=500 train.threads=1 hydra.run.dir="'$out'")
+}
+
+stream() {  # core, then (half seed steps) triples
+  local core=$1; shift
+  while [ $# -ge 3 ]; do
+    local half=$1 seed=$2 steps=$3; shift 3
+    for step in $steps; do job "$core" "$half" "$step" "$seed" || return; done
+  done
+}
+
+case " $STREAMS " in *" a "*)
+  stream 0 a_seed0 0 "$FIRST $LAST" a_seed2 2 "$FIRST" >> "$SWEEPS/logs/imagenette_a.log" 2>&1 & ;; esac
+case " $STREAMS " in *" b "*)
+  stream 1 b_seed1 1 "$FIRST $LAST" b_seed2 2 "$LAST" >> "$SWEEPS/logs/imagenette_b.log" 2>&1 & ;; esac
 wait
