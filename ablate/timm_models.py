@@ -38,14 +38,18 @@ def step_config(regime: str, step: str) -> DictConfig:
     return compose_config(step_overrides(step, regime, [*PAPER_NET, "data=imagenet"]))
 
 
+def _data_cfg(data, num_classes: int) -> dict:
+    """timm's view of an ImageNet evaluation (`data`: conf/data/imagenet.yaml's keys)."""
+    size = data.image_size
+    return {"url": "", "num_classes": num_classes, "input_size": (3, size, size), "pool_size": (size // 32, size // 32),
+            "crop_pct": data.eval_crop_pct, "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+            "first_conv": "stem.conv", "classifier": "head.fc"}
+
+
 def pretrained_cfg(cfg: DictConfig) -> dict:
     """What timm's data pipeline reads off a model: the input size, crop, interpolation and normalisation of the
     step's ImageNet evaluation (conf/data/imagenet.yaml and its recipe)."""
-    size = cfg.data.image_size
-    return {"url": "", "num_classes": cfg.net.num_classes, "input_size": (3, size, size),
-            "pool_size": (size // 32, size // 32), "crop_pct": cfg.data.eval_crop_pct,
-            "interpolation": cfg.recipe.interpolation, "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-            "first_conv": "stem.conv", "classifier": "head.fc"}
+    return {**_data_cfg(cfg.data, cfg.net.num_classes), "interpolation": cfg.recipe.interpolation}
 
 
 def _build(cfg: DictConfig, channels_last: bool = True, **net_kwargs) -> Net:
@@ -69,19 +73,16 @@ def _entrypoint(name: str, regime: str, step: str):
     return create
 
 
-def _registered_cfg(regime: str, step: str) -> dict:
+def _registered_cfg(data, regime: str, step: str) -> dict:
     """The cfg timm lists before a model is made (the made model carries pretrained_cfg's, with its recipe's
     interpolation): the ImageNet evaluation every step shares."""
-    data = OmegaConf.load(CONF_DIR / "data" / "imagenet.yaml")
-    size = data.image_size
-    return {"url": "", "num_classes": 1000, "input_size": (3, size, size), "pool_size": (size // 32, size // 32),
-            "crop_pct": data.eval_crop_pct, "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-            "first_conv": "stem.conv", "classifier": "head.fc",
+    return {**_data_cfg(data, 1000),
             "description": f"ablate: the {step} checkpoint of the {regime} roadmap (A ConvNet for the 2020s)"}
 
 
 _NAMES = model_names()
-default_cfgs = generate_default_cfgs({name: _registered_cfg(*rs) for name, rs in _NAMES.items()})
+_IMAGENET = OmegaConf.load(CONF_DIR / "data" / "imagenet.yaml")
+default_cfgs = generate_default_cfgs({name: _registered_cfg(_IMAGENET, *rs) for name, rs in _NAMES.items()})
 __all__ = ["model_names", "step_config", "pretrained_cfg", "main"]
 if __name__ != "__main__":  # under `python -m`, the module registers them once, on import below
     for _name, (_regime, _step) in _NAMES.items():
