@@ -7,3 +7,4 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 
 __version__ = "0.1.0"
 REPO_ROOT = Path(__file__).resolve().parents[1]  # conf/, results/ and the git work tree the records name
+CONF_DIR = REPO_ROOT / "conf"

@@ -24,6 +24,7 @@ from .config import CommandOptions, compose_config, net_config, step_overrides
 from .errors import ConfigError
 from .paper import paper_table
 from .provenance import write_csv
+from .roadmap import roadmap
 
 PAPER_OPS = ("conv", "linear", "addmm", "matmul")  # fvcore's names for conv + linear multiply-adds
 PAPER_NET = ["net.num_classes=1000", "net.width_multiplier=1.0"]  # ImageNet head, full width
@@ -62,21 +63,25 @@ def run_complexity(cfg: NetConfig, image_size: int) -> dict:
 
 
 def complexity_table(regime: str = "r50", overrides: list[str] = ()) -> pd.DataFrame:
-    """Every roadmap step's row, or with `+step=A,B` in the overrides those steps' rows only."""
-    steps, overrides = _chosen_steps(overrides, regime)
+    """Every declared step's row in roadmap order, beside the paper's numbers where it has them (empty where not), or
+    with `+step=A,B` in the overrides those steps' rows only."""
+    steps, overrides = _chosen_steps(overrides)
+    paper = paper_table(regime).set_index("step")
     rows = []
-    for paper in paper_table(regime).itertuples():
-        if steps is not None and paper.step not in steps:
+    for step in roadmap().steps.values():
+        if steps is not None and step.name not in steps:
             continue
-        cfg = compose_config(step_overrides(paper.step, regime, [*PAPER_NET, *overrides]))
+        cfg = compose_config(step_overrides(step.name, regime, [*PAPER_NET, *overrides]))
         with torch.device("cpu"):
             net = build_net(net_config(cfg))
-        rows.append({"index": paper.index, "step": paper.step, "adopted": paper.adopted, **count(net),
-                     "paper_gflops": paper.gflops, "paper_top1": paper.top1})
+        theirs = paper.loc[step.name] if step.name in paper.index else {}
+        rows.append({"index": step.index, "step": step.name, "adopted": step.adopted, **count(net),
+                     "paper_gflops": theirs.get("gflops", float("nan")),
+                     "paper_top1": theirs.get("top1", float("nan"))})
     return pd.DataFrame(rows)
 
 
-def _chosen_steps(overrides: list[str], regime: str) -> tuple[set[str] | None, list[str]]:
+def _chosen_steps(overrides: list[str]) -> tuple[set[str] | None, list[str]]:
     """(the steps a +step=A,B override names, or None for all; the other overrides). The table is of roadmap steps:
     +undo=/+only= (which name other nets) are refused, as is a step the roadmap does not have."""
     steps, rest = None, []
@@ -87,10 +92,10 @@ def _chosen_steps(overrides: list[str], regime: str) -> tuple[set[str] | None, l
             steps = set(o.sweep_string_iterator()) if o.is_sweep_override() else {str(o.value())}
         else:
             rest.append(o.input_line)
-    known = set(paper_table(regime).step)
-    if steps is not None and steps - known:
-        raise ConfigError(f"+step={','.join(sorted(steps - known))} is not a step of the {regime} roadmap; "
-                          f"choose from: {', '.join(paper_table(regime).step)}")
+    known = roadmap().steps
+    if steps is not None and steps - set(known):
+        raise ConfigError(f"+step={','.join(sorted(steps - set(known)))} is not a declared step (conf/step/); "
+                          f"choose from: {', '.join(known)}")
     return steps, rest
 
 

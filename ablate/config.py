@@ -22,13 +22,12 @@ from omegaconf.errors import InterpolationToMissingValueError
 from stages import NetConfig, NetConfigError, Validated
 from stages.forms import AUTO, FORMS
 
-from . import REPO_ROOT
+from . import CONF_DIR
 from .corruption_suites import SUITES, corruption_list
 from .errors import ConfigError
 from .io import path_component
+from .roadmap import DERIVED_GROUPS, register, roadmap
 from .seeding import SEED_LIMIT
-
-CONF_DIR = REPO_ROOT / "conf"
 
 
 # the top-level keys of a run config; anything else came from a misspelt `+key=` and is refused
@@ -336,8 +335,14 @@ class RunConfig:
 
 def identity(raw: dict) -> dict:
     """What makes two runs the same run: the resolved config but how it runs (`train`) and what is measured
-    on it afterwards (`eval`)."""
+    on it afterwards (`eval`). A step's unset reference (null, the default) is no key, as before references existed;
+    nor is a net field added since (NetConfig.ADDED_FIELDS) at its default."""
     kept = {k: v for k, v in raw.items() if k not in NOT_IDENTITY}
+    if isinstance(kept.get("step"), dict) and "reference" in kept["step"] and kept["step"]["reference"] is None:
+        kept["step"] = {k: v for k, v in kept["step"].items() if k != "reference"}
+    added = NetConfig.added_defaults()  # a net field at the default it had before it existed
+    if isinstance(kept.get("net"), dict) and any(k in added and v == added[k] for k, v in kept["net"].items()):
+        kept["net"] = {k: v for k, v in kept["net"].items() if not (k in added and v == added[k])}
     for dotted in NOT_IDENTITY_KEYS:
         group, key = dotted.split(".")
         if key in kept.get(group, {}):
@@ -395,6 +400,7 @@ def dirname_exclude_keys() -> list[str]:
 OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
 OmegaConf.register_new_resolver("dirname_exclude_keys", dirname_exclude_keys, replace=True)
 OmegaConf.register_new_resolver("path_safe", path_component, replace=True)  # step and regime names in run paths
+register()  # the configs derived from the step declarations (+undo=, +only=, reference=) and the sweeps' step lists
 
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:
@@ -418,12 +424,22 @@ def expand_sweep(hydra_cfg: DictConfig, overrides: list[str]) -> list[list[str]]
 
 def check_checkpoint_choice(job_overrides: list[str]) -> None:
     """A job's net is chosen by at most one of +step=, +undo=, +only= (a sweep's own list included): with two,
-    the later group's name would be recorded for a net the earlier group's file had (partly) built."""
-    chosen = [o.input_line for o in OverridesParser.create().parse_overrides(list(job_overrides))
-              if o.key_or_group in CHECKPOINT_GROUPS and o.type.name != "DEL"]
+    the later group's name would be recorded for a net the earlier group's file had (partly) built. `reference=STEP`
+    only rebuilds an +undo=/+only= on another step, which must have the change to undo (lack the one to add)."""
+    parsed = [o for o in OverridesParser.create().parse_overrides(list(job_overrides)) if o.type.name != "DEL"]
+    chosen = [o for o in parsed if o.key_or_group in CHECKPOINT_GROUPS]
     if len(chosen) > 1:
-        raise ConfigError(f"{' and '.join(chosen)} both choose the checkpoint; choose it with one of "
-                          f"{', '.join(f'+{g}=' for g in CHECKPOINT_GROUPS)} (a +sweep= lists its own)")
+        raise ConfigError(f"{' and '.join(o.input_line for o in chosen)} both choose the checkpoint; choose it with "
+                          f"one of {', '.join(f'+{g}=' for g in CHECKPOINT_GROUPS)} (a +sweep= lists its own)")
+    reference = next((str(o.value()) for o in parsed if o.key_or_group == "reference"), None)
+    derived = [(o.key_or_group, str(o.value())) for o in chosen if o.key_or_group in DERIVED_GROUPS]
+    if reference is not None and reference not in roadmap().steps:
+        raise ConfigError(f"reference={reference} is not a step; choose one of: {', '.join(roadmap().steps)}")
+    if reference is not None and not derived:
+        raise ConfigError(f"reference={reference} is the step an +undo= or +only= is built on; to train it, use "
+                          f"+step={reference}")
+    for group, change in derived:
+        roadmap().check_derived(group, change, reference)
 
 
 def compose_jobs(overrides: list[str], config_name: str = "config") -> list[DictConfig]:

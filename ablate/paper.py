@@ -1,4 +1,6 @@
-"""The paper's own per-step numbers (Tables 10 and 11), read from results/paper/roadmap.csv."""
+"""The papers' own per-step numbers, read from results/paper/*.csv (ConvNeXt's Tables 10 and 11 in roadmap.csv, ConvNeXt
+V2's in convnext_v2.csv): numbers only, joined to the declared steps (ablate.roadmap) by (regime, step); a step no
+paper measured has no row. `reference_top1`, where a paper gives it, is its own number for the step's reference."""
 from __future__ import annotations
 
 
@@ -6,19 +8,15 @@ import pandas as pd
 
 from . import REPO_ROOT
 
-PAPER_CSV = REPO_ROOT / "results" / "paper" / "roadmap.csv"
+PAPER_DIR = REPO_ROOT / "results" / "paper"
 
 
 def paper_table(regime: str | None = None) -> pd.DataFrame:
-    """One row per step in roadmap order (kernel branches beside the adopted kernel step)."""
-    table = pd.read_csv(PAPER_CSV, comment="#")
+    """The rows of one regime (all regimes for None), each with its `source` (the file's name)."""
+    table = pd.concat([pd.read_csv(path, comment="#").assign(source=path.stem)
+                       for path in sorted(PAPER_DIR.glob("*.csv"))], ignore_index=True)
     if regime is None:
         return table
     if regime not in set(table.regime):
         raise ValueError(f"regime={regime!r} is not allowed; choose one of: {', '.join(sorted(set(table.regime)))}")
     return table[table.regime == regime].reset_index(drop=True)
-
-
-def roadmap_steps(regime: str = "r50", adopted_only: bool = False) -> list[str]:
-    table = paper_table(regime)
-    return list(table[table.adopted].step if adopted_only else table.step)

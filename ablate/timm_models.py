@@ -1,5 +1,5 @@
 """Every roadmap checkpoint and branch as a timm model. `import ablate.timm_models` registers `ablate_{regime}_{step}`
-(e.g. `ablate_r50_kernel`, `ablate_r200_layer_norm`) for each step file of conf/step/ and each regime, so
+(e.g. `ablate_r50_kernel`, `ablate_r200_layer_norm`) for each declared step (conf/step/) and each regime, so
 
     timm.create_model("ablate_r50_kernel", num_classes=100)
     timm.create_model("ablate_r50_separate_downsampling", features_only=True, out_indices=(1, 2, 3))
@@ -23,14 +23,14 @@ from stages import Net, NetConfig
 
 from .complexity import PAPER_NET
 from .config import CONF_DIR, compose_config, net_config, regime_names, step_overrides
+from .roadmap import roadmap
 
 PREFIX = "ablate"
 
 
 def model_names() -> dict[str, tuple[str, str]]:
-    """{timm name: (regime, step)} of every step file and regime."""
-    return {f"{PREFIX}_{regime}_{step.stem}": (regime, step.stem)
-            for regime in regime_names() for step in sorted((CONF_DIR / "step").glob("*.yaml"))}
+    """{timm name: (regime, step)} of every declared step and regime."""
+    return {f"{PREFIX}_{regime}_{step}": (regime, step) for regime in regime_names() for step in roadmap().steps}
 
 
 def step_config(regime: str, step: str) -> DictConfig:

@@ -5,12 +5,14 @@
     inverted bottleneck, spatial conv first (ConvNeXt): kxk C_in->C_in, 1x1 C_in->4C, 1x1 4C->C
 
 Norms follow every conv (`block_norms=all`) or only the spatial conv (`one`). Activations follow the first
-two convs and the residual add (`block_activations=all`) or only the conv before the last 1x1 (`one`).
+two convs and the residual add (`block_activations=all`) or only the conv before the last 1x1 (`one`). With `grn`,
+Global Response Normalization (ConvNeXt V2, timm's layer) normalizes the last 1x1 conv's input.
 """
 from __future__ import annotations
 
 import torch
 from timm.layers import drop_path
+from timm.layers.grn import GlobalResponseNorm
 from torch import nn
 
 from .config import NetConfig
@@ -53,7 +55,9 @@ class Block(nn.Module):
                                    norm=cfg.norm, act=act_after("spatial"))
         self.pw1 = ConvNormAct(*pw1_io, norm=cfg.norm if all_norms else None, act=act_after("pw1"))
         self.pw2 = ConvNormAct(*pw2_io, norm=cfg.norm if all_norms else None)
-        self.order = ("spatial", "pw1", "pw2") if first else ("pw1", "spatial", "pw2")
+        # ConvNeXt V2's eps; on NCHW-indexed tensors, as every layer here
+        self.grn = GlobalResponseNorm(pw2_io[0], eps=1e-6, channels_last=False) if cfg.grn else None
+        self.order = (*(("spatial", "pw1") if first else ("pw1", "spatial")), *(("grn",) if cfg.grn else ()), "pw2")
 
         self.layer_scale = LayerScale(out_chs, cfg.layer_scale_init) if cfg.layer_scale_init else None
         self.drop_path_rate = drop_path

@@ -19,6 +19,9 @@ class NetConfigError(ValueError):
 class NetConfig(Validated):
     PREFIX: ClassVar[str] = "net"
     ERROR: ClassVar[type[Exception]] = NetConfigError
+    # fields added after runs were recorded: at their default a run config leaves them out of its identity, so
+    # every run recorded before a field existed is still the same run
+    ADDED_FIELDS: ClassVar[tuple[str, ...]] = ("grn",)
 
     # --- macro design
     depths: tuple[int, ...] = (3, 4, 6, 3)      # blocks per stage (stage ratio)
@@ -40,6 +43,8 @@ class NetConfig(Validated):
     # all: after the first two convs and after the residual add (ResNet); one: only before the last 1x1 conv
     norm: Literal["batch", "layer"] = "batch"    # layer = LayerNorm over channels at each position
     block_norms: Literal["all", "one"] = "all"   # all: after every conv; one: only after the spatial conv
+    grn: bool = False                            # Global Response Normalization on the input of the last 1x1 conv
+    # (ConvNeXt V2: between the two pointwise layers, after the activation)
     layer_scale_init: float | None = None        # per-channel residual scale (ConvNeXt: 1e-6); None = off
     drop_path_rate: float = 0.0                  # stochastic depth, linear from 0 to this over all blocks
     weight_init: Literal["kaiming", "trunc_normal"] = "kaiming"
@@ -88,6 +93,11 @@ class NetConfig(Validated):
             raise NetConfigError(
                 f"{key}={size} does not fit the net (stem={self.stem}, downsample={self.downsample}, "
                 f"{len(self.depths)} stages): it must be {need}")
+
+    @classmethod
+    def added_defaults(cls) -> dict:
+        """{added field: its default} (ADDED_FIELDS)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in cls.ADDED_FIELDS}
 
     def replace(self, **changes) -> "NetConfig":
         return dataclasses.replace(self, **changes)

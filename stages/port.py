@@ -1,7 +1,8 @@
 """Port state_dicts between timm's reference endpoints and `Net`, in both directions.
 
 timm `resnet50`/`resnet200`       <-> the `baseline` step of the r50/r200 regime;
-timm `convnext_tiny`/`convnext_base` <-> the `separate_downsampling` (last) step.
+timm `convnext_tiny`/`convnext_base` <-> the `separate_downsampling` step;
+timm `convnextv2_tiny`/`convnextv2_base` <-> the `grn` step (the same keys and a GRN in each block's MLP).
 A user with timm weights on disk loads them with `net.load_state_dict(from_timm(sd))`.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ CONVNEXT_KEYS = [
     ("stages.{stage}.blocks.{block}.norm.{p}", "stages.{stage}.blocks.{block}.spatial.norm.{p}"),
     ("stages.{stage}.blocks.{block}.mlp.fc1.{p}", "stages.{stage}.blocks.{block}.pw1.conv.{p}"),
     ("stages.{stage}.blocks.{block}.mlp.fc2.{p}", "stages.{stage}.blocks.{block}.pw2.conv.{p}"),
+    ("stages.{stage}.blocks.{block}.mlp.grn.{p}", "stages.{stage}.blocks.{block}.grn.{p}"),
     ("head.norm.{p}", "head.norm.{p}"),
     ("head.fc.{p}", "head.fc.{p}"),
 ]

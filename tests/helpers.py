@@ -4,25 +4,29 @@ import subprocess
 import sys
 
 import numpy as np
+from omegaconf import OmegaConf
 from PIL import Image
 
-from ablate import REPO_ROOT
+from ablate import CONF_DIR, REPO_ROOT
 from ablate.complexity import PAPER_NET
 from ablate.config import compose_config, net_config, step_overrides
-from ablate.paper import roadmap_steps
+from ablate.roadmap import roadmap
 from stages import build_net
 
 ROOT = REPO_ROOT
-R50_STEPS = roadmap_steps("r50")
-# the NetConfig fields each design change (conf/change/) sets
-CHANGE_FLAGS = {
-    "recipe": {"weight_init", "drop_path_rate", "layer_scale_init"},
-    "stage_ratio": {"depths"}, "patchify_stem": {"stem"}, "depthwise": {"depthwise"}, "width": {"width"},
-    "inverted_bottleneck": {"block"}, "move_up_dwconv": {"spatial_conv_position"},
-    "kernel": {"kernel_size"}, "gelu": {"act"}, "fewer_activations": {"block_activations"},
-    "fewer_norms": {"block_norms"}, "layer_norm": {"norm"},
-    "separate_downsampling": {"downsample", "stem_act"},
-}
+STEPS = list(roadmap().steps)
+
+
+def change_flags(step: str) -> set[str]:
+    """The NetConfig fields a step's declaration may change: the net keys it sets, and those conf/net/parametric.yaml
+    reads from a config group it chooses (the recipe's drop path, layer scale and init)."""
+    effect = roadmap().steps[step].effect
+    net = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "net" / "parametric.yaml"))
+    read = {k for k, v in net.items() for group in effect.choices if f"${{{group}." in str(v)}
+    return {k.removeprefix("net.") for k in effect.values if k.startswith("net.")} | read
+
+
+CHANGE_FLAGS = {change: change_flags(change) for change in roadmap().changes()}
 # a few seconds per run: quarter-width nets, 256 synthetic images, 2 epochs
 SMOKE = ["budget=smoke", "data.train_size=256", "data.val_size=128"]
 # a second or two per run: 64 synthetic images (2 updates an epoch)
@@ -77,22 +81,22 @@ EXPERIMENTS = (None, "cifar10_proxy", "imagenette_proxy")
 
 
 def identity_table() -> list[dict]:
-    """The identity hash of every checkpoint's composition: each +step=, +undo= and +only= file, both regimes,
+    """The identity hash of every checkpoint's composition: each +step=, +undo= and +only= option, both regimes,
     alone and under each proxy experiment. A restructuring must leave every row as it was (tests/golden/identity.csv),
     so sweeps started before it resume after it. Computed from the composed config, as RunConfig does, without
     the data the experiments name."""
-    from omegaconf import OmegaConf
-    from ablate.config import CONF_DIR, identity_hash
+    from ablate.config import identity_hash
+    road = roadmap()
+    options = {"step": sorted(road.steps), **{g: sorted(road.derived_options(g)) for g in ("undo", "only")}}
     rows = []
     for regime in ("r50", "r200"):
         for experiment in EXPERIMENTS:
-            for group in ("step", "undo", "only"):
-                for path in sorted((CONF_DIR / group).glob("*.yaml")):
-                    overrides = [f"+{group}={path.stem}", f"regime={regime}"]
+            for group, names in options.items():
+                for name in names:
+                    overrides = [f"+{group}={name}", f"regime={regime}"]
                     overrides += [f"+experiment={experiment}"] if experiment else []
                     raw = OmegaConf.to_container(compose_config(overrides), resolve=True)  # no data needed
                     raw.pop("hydra", None)
-                    rows.append({"regime": regime, "experiment": experiment or "", "group": group, "name": path.stem,
+                    rows.append({"regime": regime, "experiment": experiment or "", "group": group, "name": name,
                                  "identity_hash": identity_hash(raw)})
     return rows
-

@@ -6,6 +6,7 @@ import pytest
 
 from ablate.complexity import complexity_table, main
 from ablate.paper import paper_table
+from ablate.roadmap import roadmap
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +21,23 @@ def measured(request):
 
 def test_golden_params_and_flops(measured, golden):
     regime, table = measured
-    expected = golden[golden.regime == regime].reset_index(drop=True)
-    assert list(table.step) == list(expected.step)
-    assert list(table.params) == list(expected.params)
-    assert list(table.macs) == list(expected.macs)
+    assert list(table.step) == list(roadmap().steps)  # every declared step, in roadmap order
+    expected = golden[golden.regime == regime].set_index("step")
+    ours = table.set_index("step").loc[expected.index]
+    assert list(ours.params) == list(expected.params)
+    assert list(ours.macs) == list(expected.macs)
 
 
 def test_flops_match_the_paper_to_two_decimals(measured):
     regime, table = measured
     paper = paper_table(regime)
-    assert len(table) == len(paper) == 17
-    for ours, theirs in zip(table.itertuples(), paper.itertuples()):
-        assert round(ours.gflops, 2) == pytest.approx(theirs.expected_gflops), ours.step
-        if not theirs.gflops_anomaly:
-            assert round(ours.gflops, 2) == pytest.approx(theirs.gflops), ours.step
+    assert (paper.source == "roadmap").sum() == 17  # the 14 steps and 3 kernel branches of Tables 10 and 11
+    ours_by_step = table.set_index("step")
+    for theirs in paper.itertuples():
+        ours = ours_by_step.loc[theirs.step]
+        assert round(ours.gflops, 2) == pytest.approx(theirs.expected_gflops), theirs.step
+        if not theirs.gflops_anomaly and pd.notna(theirs.gflops):
+            assert round(ours.gflops, 2) == pytest.approx(theirs.gflops), theirs.step
     # the two explained Table 10 anomalies are the only cells that differ from print
     assert set(paper[paper.gflops_anomaly].step) <= {"layer_norm", "separate_downsampling"}
 
@@ -54,5 +58,21 @@ def test_cli_writes_csv(tmp_path, capsys):
     main(["regime=r50", f"out={out}", "net.width_multiplier=0.25"])
     assert out.read_text().startswith("# command: python -m ablate.complexity regime=r50")
     table = pd.read_csv(out, comment="#")
-    assert len(table) == 17 and (table.gflops < 0.5).all()  # the multiplier reached every step
+    assert len(table) == len(roadmap().steps) and (table.gflops < 0.5).all()  # the multiplier reached every step
     assert "separate_downsampling" in capsys.readouterr().out
+
+
+def test_grn_adds_its_parameters_and_no_counted_flops(measured):
+    """GRN has a gamma and beta per hidden channel (4C) of each block; the grn step also drops layer scale (C). fvcore
+    counts none of GRN's operations, and the paper convention (conv + linear) has none to count."""
+    from ablate.complexity import PAPER_NET
+    from ablate.config import compose_config, net_config, step_overrides
+    regime, table = measured
+    rows = table.set_index("step")
+    cfg = net_config(compose_config(step_overrides("grn", regime, PAPER_NET)))
+    per_block_c = sum(d * c for d, c in zip(cfg.depths, cfg.stage_widths))
+    assert rows.loc["grn", "params"] - rows.loc["separate_downsampling", "params"] == 2 * 4 * per_block_c - per_block_c
+    assert rows.loc["grn_keep_layer_scale", "params"] - rows.loc["separate_downsampling", "params"] == 8 * per_block_c
+    for step in ("grn", "grn_keep_layer_scale"):
+        assert rows.loc[step, "macs"] == rows.loc["separate_downsampling", "macs"]
+        assert rows.loc[step, "fvcore_gflops"] == rows.loc["separate_downsampling", "fvcore_gflops"]

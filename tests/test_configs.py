@@ -5,19 +5,37 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from ablate.config import compose_config, net_config, step_overrides
-from ablate.paper import paper_table, roadmap_steps
+from ablate.errors import ConfigError
+from ablate.paper import paper_table
+from ablate.roadmap import roadmap
 from stages import NetConfig, NetConfigError
 
-from helpers import CHANGE_FLAGS, R50_STEPS, identity_table
+from helpers import CHANGE_FLAGS, identity_table
 
 
 @pytest.mark.parametrize("regime", ["r50", "r200"])
 def test_every_step_composes_with_its_metadata(regime):
-    for row in paper_table(regime).itertuples():
-        cfg = compose_config(step_overrides(row.step, regime))
-        assert (cfg.step.name, cfg.step.index, cfg.step.adopted) == (row.step, row.index, row.adopted)
+    road = roadmap()
+    for step in road.steps.values():
+        cfg = compose_config(step_overrides(step.name, regime))
+        assert (cfg.step.name, cfg.step.index, cfg.step.adopted) == (step.name, step.index, step.adopted)
         net_config(cfg)  # typed and validated
-        assert cfg.recipe.name == ("classic" if row.step == "baseline" else "modern")
+        assert cfg.recipe.name == ("classic" if step.name == road.start else "modern")
+    assert set(paper_table(regime).step) <= set(road.steps)  # a paper row names a declared step
+
+
+def test_the_roadmap_is_read_from_the_step_declarations():
+    """Order by index, each step one past the step it builds on; the adopted chain runs from the start to the
+    endpoint; branches sit at their step's index."""
+    road = roadmap()
+    for step in road.steps.values():
+        if step.builds_on is not None:
+            assert step.index == road.steps[step.builds_on].index + 1, step.name
+    assert road.adopted()[0] == road.start == "baseline" and road.adopted()[-1] == road.endpoint
+    assert all(road.steps[s].adopted for s in road.adopted())
+    assert road.study("kernel") == ["move_up_dwconv", "kernel", "kernel_5", "kernel_9", "kernel_11"]
+    indices = [s.index for s in road.steps.values()]
+    assert indices == sorted(indices) and list(road.steps)[:3] == ["baseline", "recipe", "stage_ratio"]
 
 
 def _changed(a: NetConfig, b: NetConfig) -> dict:
@@ -26,13 +44,20 @@ def _changed(a: NetConfig, b: NetConfig) -> dict:
 
 
 def test_each_step_changes_only_its_own_flags():
-    """The chain is cumulative: every adopted step keeps all earlier changes and adds its own."""
-    nets = {s: net_config(compose_config(step_overrides(s))) for s in R50_STEPS}
-    adopted = roadmap_steps("r50", adopted_only=True)
-    for prev, step in zip(adopted, adopted[1:]):
-        assert set(_changed(nets[prev], nets[step])) == CHANGE_FLAGS[step], step
+    """The chain is cumulative: every adopted step keeps all earlier changes and changes only the net keys its
+    declaration sets (each of them in one regime at least: r50's stage ratio keeps width 64, r200's makes it 84)."""
+    road = roadmap()
+    changed = {step: set() for step in CHANGE_FLAGS}
+    for regime in ("r50", "r200"):
+        nets = {s: net_config(compose_config(step_overrides(s, regime))) for s in road.steps}
+        for step in CHANGE_FLAGS:
+            diff = set(_changed(nets[road.steps[step].builds_on], nets[step]))
+            changed[step] |= diff
+            assert diff <= CHANGE_FLAGS[step], (regime, step)
+    assert changed == CHANGE_FLAGS
+    base = net_config(compose_config(step_overrides("move_up_dwconv")))
     for branch, k in (("kernel_5", 5), ("kernel_9", 9), ("kernel_11", 11)):
-        assert _changed(nets["move_up_dwconv"], nets[branch]) == {"kernel_size": k}
+        assert _changed(base, net_config(compose_config(step_overrides(branch)))) == {"kernel_size": k}
 
 
 def test_r200_regime_reuses_the_same_steps():
@@ -93,10 +118,51 @@ def test_unknown_key_in_plain_data():
 def test_every_checkpoint_keeps_its_run_identity():
     """tests/golden/identity.csv (written before the restructurings, checked equal at the revision that trained the
     Imagenette curves): a change that moves any checkpoint's identity would orphan the runs of every sweep started
-    before it. Regenerate it (tests/golden/regenerate.py identity) only for a change meant to start runs afresh."""
+    before it. A step added later adds rows; none of the golden ones may go or move. Regenerate it
+    (tests/golden/regenerate.py identity) only for a change meant to start runs afresh."""
     import pandas as pd
+    key = ["regime", "experiment", "group", "name"]
     golden = pd.read_csv(Path(__file__).parent / "golden" / "identity.csv", keep_default_na=False)
-    now = pd.DataFrame(identity_table())
-    assert now[["regime", "experiment", "group", "name"]].equals(golden[["regime", "experiment", "group", "name"]])
-    moved = now[now.identity_hash != golden.identity_hash]
+    both = golden.merge(pd.DataFrame(identity_table()), on=key, how="left", suffixes=("", "_now"))
+    moved = both[both.identity_hash != both.identity_hash_now]
     assert moved.empty, moved.to_string()
+
+
+def test_no_file_lists_the_steps_but_their_declarations():
+    """The roadmap is declared once (conf/step/, conf/change/): no config or toolkit line names three steps or more,
+    as the hand-kept sweep lists, undo/only files and the paper table's order once did."""
+    import re
+    from ablate import CONF_DIR, REPO_ROOT
+    names = set(roadmap().steps)
+    files = [*CONF_DIR.rglob("*.yaml"), *(REPO_ROOT / "ablate").rglob("*.py"), *(REPO_ROOT / "stages").rglob("*.py")]
+    lists = [f"{f.relative_to(REPO_ROOT)}:{i}" for f in files if f.parent.name not in ("step", "change")
+             for i, line in enumerate(f.read_text().splitlines(), 1)
+             if len(names & set(re.findall(r"\w+", line))) >= 3]
+    assert lists == []
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["+undo=width", "reference=grnn"], "reference=grnn is not a step; choose one of: baseline, recipe"),
+    (["reference=recipe"], "reference=recipe is the step an +undo= or +only= is built on; to train it, use +step="),
+    (["+undo=gelu", "reference=kernel"], "+undo=gelu: kernel has no gelu step to undo; choose a change of its "
+                                         "roadmap: recipe, stage_ratio"),
+    (["+only=recipe", "reference=stage_ratio"], "+only=recipe: stage_ratio already has recipe; choose a change it "
+                                                "lacks: patchify_stem"),
+])
+def test_a_reference_that_cannot_be_rebuilt_is_refused(overrides, message):
+    from ablate.config import check_checkpoint_choice
+    with pytest.raises(ConfigError) as err:
+        check_checkpoint_choice(overrides)
+    assert str(err.value).startswith(message)
+
+
+def test_a_derived_checkpoint_rebuilds_on_another_reference():
+    """+undo=kernel reference=gelu is gelu with kernel 3, named and referenced as a leave-one-out of gelu;
+    +only=gelu reference=recipe is the modern-recipe ResNet-50 with GELU."""
+    def net(*o):
+        return net_config(compose_config(list(o))).to_dict()
+    cfg = compose_config(["+undo=kernel", "reference=gelu"])
+    assert dict(cfg.step) == {"index": 8, "name": "no_kernel", "adopted": False, "reference": "gelu"}
+    assert net("+undo=kernel", "reference=gelu") == {**net("+step=gelu"), "kernel_size": 3}
+    assert net("+only=gelu", "reference=recipe") == {**net("+step=recipe"), "act": "gelu"}
+    assert compose_config(["+undo=none", "reference=gelu"]).step.name == "gelu"

@@ -11,7 +11,7 @@ from helpers import ROOT
 
 # the toolkit's modules from the bottom up; a module may import only from its own level or below
 LEVELS = [
-    {"io", "seeding", "paper", "distributed", "stats", "errors", "corruption_suites"},
+    {"io", "seeding", "paper", "distributed", "stats", "errors", "corruption_suites", "roadmap"},
     {"provenance", "config"},                  # the config schema stands below everything that reads it
     {"record", "data", "corruptions"},
     {"device", "cli", "rundir", "complexity", "autotune"},

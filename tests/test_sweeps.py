@@ -9,8 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ablate.config import CONF_DIR, compose_config, expand_sweep, net_config, run_config
-from ablate.paper import roadmap_steps
 from ablate.report import collect, sweep_jobs
+from ablate.roadmap import roadmap
 from stages import build_net
 
 from helpers import CHANGE_FLAGS, TINY_RUN, cli, killed_after
@@ -19,10 +19,10 @@ SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 # ~1 s a job: quarter-width nets, 64 synthetic images, 2 epochs of 2 updates
 
 
-def _jobs(sweep: str) -> list[list[str]]:
+def _jobs(sweep: str, *extra: str) -> list[list[str]]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
-    return expand_sweep(cfg.hydra, [f"+sweep={sweep}"])
+        cfg = compose("config", overrides=[f"+sweep={sweep}", *extra], return_hydra_config=True)
+    return expand_sweep(cfg.hydra, [f"+sweep={sweep}", *extra])
 
 
 @pytest.mark.slow
@@ -39,9 +39,24 @@ def test_every_job_of_every_sweep_builds_and_runs_a_batch(sweep):
 
 
 def test_sweeps_cover_the_roadmap_and_its_ablations():
-    assert [job[0].split("=")[1] for job in _jobs("roadmap")] == roadmap_steps("r50", adopted_only=True)
+    road = roadmap()
+    assert [job[0].split("=")[1] for job in _jobs("roadmap")] == road.adopted()
     kernels = [net_config(compose_config(job)).kernel_size for job in _jobs("kernels")]
-    assert kernels == [3, 5, 7, 9, 11]
+    assert sorted(kernels) == [3, 5, 7, 9, 11]
+    # every change of the endpoint's roadmap taken out of it; every change put alone into the start (grn too)
+    assert [job[0] for job in _jobs("leave_one_out")] == [f"+undo={c}" for c in ["none", *road.adopted()[1:]]]
+    assert [job[0] for job in _jobs("add_one_in")] == [f"+only={c}" for c in ["none", *road.changes()]]
+
+
+def test_leave_one_out_recentres_on_a_chosen_endpoint_with_one_flag():
+    """`reference=STEP` rebuilds the sweep on STEP: its own changes taken out, each named against it. On ConvNeXt
+    V2-T that is ConvNeXt-T's 13 changes and GRN's; undoing GRN gives ConvNeXt-T's net back."""
+    jobs = _jobs("leave_one_out", "reference=grn")
+    assert [job[0] for job in jobs] == ["+undo=none", *(f"+undo={c}" for c in roadmap().adopted("grn")[1:])]
+    assert len(jobs) == 1 + 14 and jobs[-1][0] == "+undo=grn"
+    steps = [compose_config(job).step for job in jobs]
+    assert steps[0].name == "grn" and {s.reference for s in steps[1:]} == {"grn"}
+    assert net_config(compose_config(jobs[-1])) == net_config(compose_config(["+step=separate_downsampling"]))
 
 
 @functools.cache
@@ -49,7 +64,7 @@ def _composed(*overrides: str):
     return compose_config(list(overrides))
 
 
-@pytest.mark.parametrize("change", sorted(CHANGE_FLAGS))
+@pytest.mark.parametrize("change", sorted(set(CHANGE_FLAGS) & set(roadmap().adopted())))
 def test_leave_one_out_and_add_one_in_change_exactly_one_design_step(change):
     def net(*o):
         return net_config(_composed(*o)).to_dict()
@@ -57,10 +72,11 @@ def test_leave_one_out_and_add_one_in_change_exactly_one_design_step(change):
     def diff(a, b):
         return {k for k in a if a[k] != b[k]}
 
+    road = roadmap()
     convnext, resnet = net("+undo=none"), net("+only=none")
-    assert convnext == net("+step=separate_downsampling") and resnet == net("+step=baseline")
-    assert diff(convnext, net(f"+undo={change}")) == CHANGE_FLAGS[change]
-    assert diff(resnet, net(f"+only={change}")) == CHANGE_FLAGS[change]
+    assert convnext == net(f"+step={road.endpoint}") and resnet == net(f"+step={road.start}")
+    assert diff(convnext, net(f"+undo={change}")) and diff(convnext, net(f"+undo={change}")) <= CHANGE_FLAGS[change]
+    assert diff(resnet, net(f"+only={change}")) and diff(resnet, net(f"+only={change}")) <= CHANGE_FLAGS[change]
     recipes = _composed(f"+undo={change}").recipe.name, _composed(f"+only={change}").recipe.name
     assert recipes == (("classic", "modern") if change == "recipe" else ("modern", "classic"))
 
@@ -95,7 +111,7 @@ def test_roadmap_sweep_runs_every_step_and_the_report_draws_it(roadmap_sweep, tm
     done = cli(str(roadmap_sweep), f"out={tmp_path}", module=("-m", "ablate.report"))
     assert done.returncode == 0, done.stderr
     runs = pd.read_csv(tmp_path / "runs.csv", comment="#")
-    steps = roadmap_steps("r50", adopted_only=True)
+    steps = roadmap().adopted()
     assert len(runs) == 2 * len(steps) and set(runs.status) == {"finished"} and set(runs.seed) == {0, 1}
     summary = pd.read_csv(tmp_path / "summary.csv", comment="#")
     assert list(summary.step) == steps and set(summary.seeds) == {2}
@@ -123,7 +139,7 @@ def test_interrupted_sweep_resumes_to_the_same_report(roadmap_sweep, tmp_path):
     runs, problems = collect(tmp_path)
     kinds = [p.kind for p in problems]
     assert kinds.count("unfinished") == 1 and "recipe" in problems[kinds.index("unfinished")].path
-    assert kinds.count("missing") == 2 * 14 - 3  # planned by the sweep, never launched
+    assert kinds.count("missing") == 2 * len(roadmap().adopted()) - 3  # planned by the sweep, never launched
 
     resumed = _sweep(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

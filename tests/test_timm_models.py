@@ -99,7 +99,7 @@ def test_a_timm_script_runs_with_the_steps_registered(tmp_path):
 
 
 def test_the_registry_composes_no_config_until_a_model_is_made():
-    """Importing the hook registers names only (34 compositions would take seconds); a model's config is
+    """Importing the hook registers names only (38 compositions would take seconds); a model's config is
     composed when it is made."""
     assert dataclasses.is_dataclass(timm.get_pretrained_cfg("ablate_r50_kernel"))
     code = ("import ablate.config as c; calls = []; compose = c.compose_config; "

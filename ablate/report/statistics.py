@@ -6,20 +6,20 @@ import numpy as np
 import pandas as pd
 
 from ..paper import paper_table
+from ..roadmap import roadmap
 from ..stats import (benjamini_hochberg, binomial_se, equal_variance_p, holm, mean_ci, paired_delta, pooled_ci,
                      resolved, sign_agreement_p, spearman_with_uncertainty)
 from .collect import ROBUSTNESS, SETTING, Problem, same_setting
 
 
-def step_reference(regime: str, index: int, explicit) -> str | None:
-    """What a step is compared with: its own `step.reference` (leave-one-out, add-one-in), else the adopted
-    step just before it in the paper's roadmap (move_up_dwconv for the kernel branches); never a step further
-    back, so a missing reference leaves the delta empty rather than spanning several steps."""
+def step_reference(step: str, explicit) -> str | None:
+    """What a step is compared with: its own `step.reference` (leave-one-out, add-one-in), else the step its
+    declaration builds on (move_up_dwconv for the kernel branches); never a step further back, so a missing
+    reference leaves the delta empty rather than spanning several steps."""
     if isinstance(explicit, str):
         return explicit
-    table = paper_table(regime)
-    before = table[table.adopted & (table["index"] == index - 1)]
-    return before.step.iloc[0] if len(before) else None
+    declared = roadmap().steps.get(step)
+    return declared.builds_on if declared else None
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -38,11 +38,13 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                                   ascending=[True] * len(SETTING) + [True, False, True], ignore_index=True)
     records = summary.to_dict("records")
     summary["top1_ci"] = [mean_ci(done[done.experiment == r["experiment"]].top1)[1] for r in records]
-    summary["reference"] = [step_reference(r["regime"], r["step_index"], r["reference"]) for r in records]
-    paper = paper_table()[["regime", "step", "top1", "gflops"]].rename(
+    summary["reference"] = [step_reference(r["step"], r["reference"]) for r in records]
+    paper = paper_table()[["regime", "step", "top1", "gflops", "reference_top1"]].rename(
         columns={"top1": "paper_top1", "gflops": "paper_gflops"})
-    summary = summary.merge(paper, on=["regime", "step"], how="left")
+    summary = summary.merge(paper.drop(columns="reference_top1"), on=["regime", "step"], how="left")
     paper_top1 = {(r.regime, r.step): r.paper_top1 for r in paper.itertuples()}
+    # a paper's own number for the step's reference (ConvNeXt V2's V1-T), else the reference step's row
+    paper_ref = {(r.regime, r.step): r.reference_top1 for r in paper.itertuples() if pd.notna(r.reference_top1)}
     rows = []
     for r in summary.to_dict("records"):
         same = done[same_setting(done, r)]
@@ -51,7 +53,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         if ref.experiment.nunique() > 1:  # which of them? (listed as `mixed`); no delta rather than a pooled one
             ref = ref.iloc[:0]
         top1 = _paired(mine, ref, "top1")
-        paper_delta = paper_top1.get((r["regime"], r["step"]), NAN) - paper_top1.get((r["regime"], r["reference"]), NAN)
+        paper_delta = paper_top1.get((r["regime"], r["step"]), NAN) - paper_ref.get(
+            (r["regime"], r["step"]), paper_top1.get((r["regime"], r["reference"]), NAN))
         rows.append({**_robustness(mine, ref, same[(same.step != r["step"]) | (same.experiment == r["experiment"])],
                                    r["step"]),
                      **_accuracy(mine, top1), **_cost(r, ref), **_agreement(top1["delta"], paper_delta)})
@@ -120,13 +123,13 @@ def _multiple_steps(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.drop(columns=["_diffs", "delta_top1_var"])
 
 
-def mean_corruption_error(done: pd.DataFrame, step: str, baseline: str = "baseline") -> float:
-    """mCE as ImageNet-C defines it, relative to the baseline step (ResNet-50) of the same setting: for each
+def mean_corruption_error(done: pd.DataFrame, step: str, baseline: str | None = None) -> float:
+    """mCE as ImageNet-C defines it, relative to the roadmap's start (ResNet-50) of the same setting: for each
     corruption, the step's error summed over severities over the baseline's, averaged over corruptions, x100.
     Errors are averaged over each step's seeds first."""
     cols = [c for c in done.columns if c.startswith("corr_")]
     mine = 100 - done[done.step == step][cols].mean()
-    base = 100 - done[done.step == baseline][cols].mean()
+    base = 100 - done[done.step == (baseline or roadmap().start)][cols].mean()
     ratios = (mine / base).dropna()
     return float(100 * ratios.mean()) if len(ratios) else float("nan")
 
