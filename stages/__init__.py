@@ -5,9 +5,9 @@ from .config import NetConfig, NetConfigError
 from .validation import Validated
 
 # the modules that need torch load when first used, so the config schema (NetConfig) stands on plain Python
-_LAZY = {"Net": "net", "build_net": "net", "from_timm": "port", "to_timm": "port"}
+_LAZY = {"Net": "net", "build_net": "net", "reparameterize": "net", "from_timm": "port", "to_timm": "port"}
 
-__all__ = ["NetConfig", "NetConfigError", "Net", "build_net", "from_timm", "to_timm", "Validated"]
+__all__ = ["NetConfig", "NetConfigError", "Net", "build_net", "reparameterize", "from_timm", "to_timm", "Validated"]
 
 
 def __getattr__(name: str):

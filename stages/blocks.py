@@ -6,7 +6,8 @@
 
 Norms follow every conv (`block_norms=all`) or only the spatial conv (`one`). Activations follow the first
 two convs and the residual add (`block_activations=all`) or only the conv before the last 1x1 (`one`). With `grn`,
-Global Response Normalization (ConvNeXt V2, timm's layer) normalizes the last 1x1 conv's input.
+Global Response Normalization (ConvNeXt V2, timm's layer) normalizes the last 1x1 conv's input; with `small_kernel`,
+the spatial conv has RepLKNet's parallel small kernel (layers.LargeKernelConv).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from .config import NetConfig
 from .downsampling import projection_shortcut
-from .layers import ConvNormAct
+from .layers import ConvNormAct, LargeKernelConv
 from .norms import make_act
 
 
@@ -51,8 +52,12 @@ class Block(nn.Module):
             return cfg.act if name == before_last_pw else None
 
         spatial_groups = spatial_io[0] if cfg.depthwise else 1
-        self.spatial = ConvNormAct(*spatial_io, cfg.kernel_size, stride=stride, groups=spatial_groups,
-                                   norm=cfg.norm, act=act_after("spatial"))
+        if cfg.small_kernel:
+            self.spatial = LargeKernelConv(*spatial_io, cfg.kernel_size, cfg.small_kernel, stride=stride,
+                                           groups=spatial_groups, norm=cfg.norm, act=act_after("spatial"))
+        else:
+            self.spatial = ConvNormAct(*spatial_io, cfg.kernel_size, stride=stride, groups=spatial_groups,
+                                       norm=cfg.norm, act=act_after("spatial"))
         self.pw1 = ConvNormAct(*pw1_io, norm=cfg.norm if all_norms else None, act=act_after("pw1"))
         self.pw2 = ConvNormAct(*pw2_io, norm=cfg.norm if all_norms else None)
         # ConvNeXt V2's eps; on NCHW-indexed tensors, as every layer here

@@ -21,7 +21,7 @@ class NetConfig(Validated):
     ERROR: ClassVar[type[Exception]] = NetConfigError
     # fields added after runs were recorded: at their default a run config leaves them out of its identity, so
     # every run recorded before a field existed is still the same run
-    ADDED_FIELDS: ClassVar[tuple[str, ...]] = ("grn",)
+    ADDED_FIELDS: ClassVar[tuple[str, ...]] = ("grn", "small_kernel")
 
     # --- macro design
     depths: tuple[int, ...] = (3, 4, 6, 3)      # blocks per stage (stage ratio)
@@ -38,6 +38,7 @@ class NetConfig(Validated):
     depthwise: bool = False                      # spatial conv with groups = channels (ResNeXt-ify)
     spatial_conv_position: Literal["middle", "first"] = "middle"  # first = "move up depthwise conv"
     kernel_size: int = 3
+    small_kernel: int | None = None              # a parallel small depthwise kernel + BN (RepLKNet); None = off
     act: Literal["relu", "gelu"] = "relu"
     block_activations: Literal["all", "one"] = "all"
     # all: after the first two convs and after the residual add (ResNet); one: only before the last 1x1 conv
@@ -60,6 +61,12 @@ class NetConfig(Validated):
             self.require(getattr(self, name) >= 1, name, "a positive integer")
         self.require(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size",
                      "an odd positive integer (3, 5, 7, 9, 11)")
+        self.require(self.small_kernel is None or (self.small_kernel >= 1 and self.small_kernel % 2 == 1
+                                                   and self.small_kernel < self.kernel_size), "small_kernel",
+                     f"null (off) or an odd kernel smaller than net.kernel_size={self.kernel_size}")
+        self.require(self.small_kernel is None or (self.depthwise and self.norm == "batch"), "small_kernel",
+                     "null unless net.depthwise=true and net.norm=batch (the branch is a depthwise conv, and only a "
+                     "BatchNorm folds into a kernel for reparameterize)")
         self.require(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", "a rate in [0, 1)")
         self.require(self.layer_scale_init is None or self.layer_scale_init > 0, "layer_scale_init",
                      "null (off) or a positive float such as 1e-6")

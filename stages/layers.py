@@ -54,3 +54,36 @@ class ConvNormAct(nn.Module):
         bn = self.norm
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         return self.conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+class LargeKernelConv(nn.Module):
+    """A large-kernel conv + norm with a parallel small-kernel conv + norm, summed, then the activation (RepLKNet,
+    Ding et al., CVPR 2022): the small kernel eases training a large one. `reparameterize()` folds both eval-mode
+    BatchNorms into their convs and pads the small kernel into the large one, leaving one conv with a bias: the same
+    outputs to float rounding, and the large kernel's cost at inference."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, small_kernel: int, stride: int = 1,
+                 groups: int = 1, norm: str = "batch", act: str | None = None):
+        super().__init__()
+        self.large = ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, groups=groups, norm=norm)
+        self.small = ConvNormAct(in_chs, out_chs, small_kernel, stride=stride, groups=groups, norm=norm)
+        self.act = make_act(act) if act else nn.Identity()
+        self.merged: nn.Conv2d | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged is not None:
+            return self.act(self.merged(x))
+        return self.act(self.large(x) + self.small(x))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Merge the two branches into `merged` (from the BatchNorms' running statistics: inference only)."""
+        (w_large, b_large), (w_small, b_small) = self.large._folded(), self.small._folded()
+        pad = (w_large.shape[-1] - w_small.shape[-1]) // 2
+        c = self.large.conv
+        merged = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, groups=c.groups,
+                           bias=True).to(w_large)
+        merged.weight.copy_(w_large + F.pad(w_small, [pad] * 4))
+        merged.bias.copy_(b_large + b_small)
+        self.merged = merged
+        del self.large, self.small

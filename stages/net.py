@@ -9,6 +9,7 @@ from torch import nn
 from .blocks import Block
 from .config import NetConfig
 from .downsampling import SeparateDownsample
+from .layers import LargeKernelConv
 from .norms import make_norm
 from .stems import Stem
 
@@ -118,6 +119,15 @@ class Net(nn.Module):
             self.head = nn.Identity()
             self.num_features = self.feature_info[last]["num_chs"]
         return take
+
+
+def reparameterize(net: nn.Module) -> nn.Module:
+    """Merges every small-kernel branch into its large kernel, in place (eval-mode statistics; for inference).
+    The outputs stay those of `net.eval()` to float rounding; training it afterwards trains the merged kernels."""
+    for m in net.modules():
+        if isinstance(m, LargeKernelConv):
+            m.reparameterize()
+    return net
 
 
 def build_net(cfg: NetConfig | dict, channels_last: bool = True) -> Net:

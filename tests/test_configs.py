@@ -33,7 +33,7 @@ def test_the_roadmap_is_read_from_the_step_declarations():
             assert step.index == road.steps[step.builds_on].index + 1, step.name
     assert road.adopted()[0] == road.start == "baseline" and road.adopted()[-1] == road.endpoint
     assert all(road.steps[s].adopted for s in road.adopted())
-    assert road.study("kernel") == ["move_up_dwconv", "kernel", "kernel_5", "kernel_9", "kernel_11"]
+    assert road.study("kernel")[:5] == ["move_up_dwconv", "kernel", "kernel_5", "kernel_9", "kernel_11"]
     indices = [s.index for s in road.steps.values()]
     assert indices == sorted(indices) and list(road.steps)[:3] == ["baseline", "recipe", "stage_ratio"]
 
@@ -58,6 +58,9 @@ def test_each_step_changes_only_its_own_flags():
     base = net_config(compose_config(step_overrides("move_up_dwconv")))
     for branch, k in (("kernel_5", 5), ("kernel_9", 9), ("kernel_11", 11)):
         assert _changed(base, net_config(compose_config(step_overrides(branch)))) == {"kernel_size": k}
+    for k in (13, 21, 31):
+        assert _changed(base, net_config(compose_config(step_overrides(f"kernel_{k}_rep")))) == {"kernel_size": k,
+                                                                                                 "small_kernel": 5}
 
 
 def test_r200_regime_reuses_the_same_steps():
@@ -92,12 +95,22 @@ def test_unknown_flag_names_the_key():
     ("net.depths=[3,0,9,3]", "net.depths"),
     ("net.drop_path_rate=1.5", "net.drop_path_rate"),
     ("net.width_multiplier=0", "net.width_multiplier"),
+    ("net.small_kernel=7", "net.small_kernel=7 is not allowed; expected null (off) or an odd kernel smaller than "
+                           "net.kernel_size=7"),
 ])
 def test_bad_flag_values_fail_naming_key_and_allowed(override, fragment):
     cfg = compose_config(step_overrides("kernel", extra=[override]))
     with pytest.raises(NetConfigError) as err:
         net_config(cfg)
     assert fragment in str(err.value)
+
+
+def test_a_small_kernel_needs_a_foldable_depthwise_conv():
+    for step in ("baseline", "layer_norm"):  # a dense conv; a LayerNorm
+        with pytest.raises(NetConfigError) as err:
+            net_config(compose_config(step_overrides(step, extra=["net.small_kernel=1"])))
+        assert str(err.value).startswith("net.small_kernel=1 is not allowed; expected null unless net.depthwise=true "
+                                         "and net.norm=batch")
 
 
 def test_input_size_the_net_cannot_tile():

@@ -120,3 +120,23 @@ def test_drop_path_and_layer_scale_follow_the_recipe():
     assert len(gammas) == 16 and all(torch.allclose(g, torch.full_like(g, 1e-6)) for g in gammas)
     rates = [b.drop_path_rate for s in recipe.stages for b in s.blocks]
     assert rates[0] == 0 and rates[-1] == pytest.approx(0.1) and rates == sorted(rates)  # linear 0 -> 0.1
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reparameterize_merges_the_small_kernels_and_keeps_the_outputs(channels_last):
+    """RepLKNet's branch (kernel 31 beside a 5x5, each with its BatchNorm) merges into one 31x31 conv with a bias:
+    eval-mode outputs equal before and after to float rounding, and no 5x5 kernel is left."""
+    from stages import reparameterize
+    from stages.layers import LargeKernelConv
+    net = step_net("kernel_31_rep", extra=["net.width_multiplier=0.25", "net.num_classes=10"],
+                   channels_last=channels_last).eval()
+    _randomize_norm_stats(net)
+    assert sum(isinstance(m, LargeKernelConv) for m in net.modules()) == sum(net.cfg.depths)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+    assert reparameterize(net) is net
+    assert {m.kernel_size for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups > 1} == {(31, 31)}
+    with torch.no_grad():
+        after = net(x)
+    assert before.abs().mean() > 1e-2 and (after - before).abs().max() <= 1e-5 * before.abs().max()

@@ -42,7 +42,7 @@ def test_sweeps_cover_the_roadmap_and_its_ablations():
     road = roadmap()
     assert [job[0].split("=")[1] for job in _jobs("roadmap")] == road.adopted()
     kernels = [net_config(compose_config(job)).kernel_size for job in _jobs("kernels")]
-    assert sorted(kernels) == [3, 5, 7, 9, 11]
+    assert sorted(kernels) == [3, 5, 7, 9, 11, 13, 21, 31]  # the paper's study and RepLKNet's large kernels
     # every change of the endpoint's roadmap taken out of it; every change put alone into the start (grn too)
     assert [job[0] for job in _jobs("leave_one_out")] == [f"+undo={c}" for c in ["none", *road.adopted()[1:]]]
     assert [job[0] for job in _jobs("add_one_in")] == [f"+only={c}" for c in ["none", *road.changes()]]
