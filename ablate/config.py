@@ -95,12 +95,16 @@ class RecipeConfig(RunConfigPart):
     # its augmentation by what it changes: each image (timm's create_transform; the batched pipeline does crop +
     # flip only), pairs of images in a batch, the targets
     IMAGE_AUGMENTATION: ClassVar[tuple[str, ...]] = ("color_jitter", "auto_augment", "random_erasing")
+    SAMPLE_AUGMENTATION: ClassVar[tuple[str, ...]] = ("repeated_augmentation",)  # how often an image recurs
     BATCH_AUGMENTATION: ClassVar[tuple[str, ...]] = ("mixup", "cutmix")
     TARGET_AUGMENTATION: ClassVar[tuple[str, ...]] = ("label_smoothing",)
+    # fields added after runs were recorded: at their default a run config leaves them out of its identity
+    ADDED_FIELDS: ClassVar[tuple[str, ...]] = ("loss", "bce_target_threshold", "repeated_augmentation",
+                                               "train_size_fraction")
     name: str
     epochs: float                       # schedule length the recipe was designed for
     batch_size: int                     # the global batch its lr refers to
-    optimizer: Literal["sgd", "adamw"]
+    optimizer: Literal["sgd", "adamw", "lamb"]
     lr: float
     momentum: float
     betas: tuple[float, float]
@@ -123,6 +127,18 @@ class RecipeConfig(RunConfigPart):
     weight_init: str
     drop_path_rate: float
     layer_scale_init: float | None
+    # ResNet strikes back (Wightman et al. 2021): binary cross-entropy on targets thresholded at
+    # bce_target_threshold (timm's BinaryCrossEntropy), and each image `repeated_augmentation` times in an epoch
+    loss: Literal["cross_entropy", "binary_cross_entropy"] = "cross_entropy"
+    bce_target_threshold: float | None = None
+    repeated_augmentation: int = 1
+    # train crops at this fraction of data.image_size, evaluated at data.image_size (RSB A3: 160 / 224)
+    train_size_fraction: float = 1.0
+
+    @classmethod
+    def added_defaults(cls) -> dict:
+        """{added field: its default} (ADDED_FIELDS)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in cls.ADDED_FIELDS}
 
     def check(self) -> None:
         for key in ("lr", "epochs", "batch_size", "lr_step_epochs"):
@@ -136,19 +152,26 @@ class RecipeConfig(RunConfigPart):
             self.require(0 <= getattr(self, key) < 1, key, "a probability in [0, 1)")
         self.require(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay",
                      "null (off) or a decay in (0, 1) such as 0.9999")
+        self.require(self.bce_target_threshold is None or (self.loss == "binary_cross_entropy"
+                                                           and 0 <= self.bce_target_threshold < 1),
+                     "bce_target_threshold", "null, or a threshold in [0, 1) with loss=binary_cross_entropy")
+        self.require(0 < self.train_size_fraction <= 1, "train_size_fraction", "a fraction in (0, 1] (RSB A3: 160/224)")
+        self.require(self.repeated_augmentation >= 1, "repeated_augmentation",
+                     "an integer >= 1 (1: each image once an epoch; RSB A1/A2: 3)")
         self.require(self.auto_augment is None or _timm_auto_augment_ok(self.auto_augment), "auto_augment",
                      "null or a timm policy such as rand-m9-mstd0.5-inc1 (rand-*, augmix-*, original, v0)")
 
     @property
     def augmentation(self) -> dict:
         """Every augmentation setting (the record's `augmentation`)."""
-        return {k: getattr(self, k) for k in
-                (*self.IMAGE_AUGMENTATION, *self.BATCH_AUGMENTATION, *self.TARGET_AUGMENTATION)}
+        return {k: getattr(self, k) for k in (*self.IMAGE_AUGMENTATION, *self.SAMPLE_AUGMENTATION,
+                                              *self.BATCH_AUGMENTATION, *self.TARGET_AUGMENTATION)}
 
     def crop_and_flip_only(self) -> "RecipeConfig":
-        """This recipe with its image and batch augmentation off (label smoothing kept): a budget's `light`."""
+        """This recipe with its image, sampling and batch augmentation off (label smoothing kept): a budget's
+        `light`."""
         off = {k: None if k == "auto_augment" else 0.0 for k in (*self.IMAGE_AUGMENTATION, *self.BATCH_AUGMENTATION)}
-        return dataclasses.replace(self, **off)
+        return dataclasses.replace(self, **off, repeated_augmentation=1)
 
 
 @dataclass(frozen=True)
@@ -297,6 +320,15 @@ class RunConfig:
         return self.recipe.crop_and_flip_only()
 
     @property
+    def train_image_size(self) -> int:
+        """The side of the training crops: data.image_size, or the recipe's fraction of it rounded to a multiple of
+        the net's total stride (RSB A3: 224 -> 160), so every step's net takes it."""
+        if self.recipe.train_size_fraction == 1:
+            return self.data.image_size
+        stride = self.net.total_stride
+        return max(stride, stride * round(self.data.image_size * self.recipe.train_size_fraction / stride))
+
+    @property
     def identity(self) -> dict:
         return identity(self.raw)
 
@@ -336,13 +368,14 @@ class RunConfig:
 def identity(raw: dict) -> dict:
     """What makes two runs the same run: the resolved config but how it runs (`train`) and what is measured
     on it afterwards (`eval`). A step's unset reference (null, the default) is no key, as before references existed;
-    nor is a net field added since (NetConfig.ADDED_FIELDS) at its default."""
+    nor is a net or recipe field added since (ADDED_FIELDS) at its default."""
     kept = {k: v for k, v in raw.items() if k not in NOT_IDENTITY}
     if isinstance(kept.get("step"), dict) and "reference" in kept["step"] and kept["step"]["reference"] is None:
         kept["step"] = {k: v for k, v in kept["step"].items() if k != "reference"}
-    added = NetConfig.added_defaults()  # a net field at the default it had before it existed
-    if isinstance(kept.get("net"), dict) and any(k in added and v == added[k] for k, v in kept["net"].items()):
-        kept["net"] = {k: v for k, v in kept["net"].items() if not (k in added and v == added[k])}
+    for group, schema in (("net", NetConfig), ("recipe", RecipeConfig)):  # a field at the default it had before
+        added = schema.added_defaults()                                   # it existed
+        if isinstance(kept.get(group), dict) and any(k in added and v == added[k] for k, v in kept[group].items()):
+            kept[group] = {k: v for k, v in kept[group].items() if not (k in added and v == added[k])}
     for dotted in NOT_IDENTITY_KEYS:
         group, key = dotted.split(".")
         if key in kept.get(group, {}):
@@ -495,6 +528,7 @@ def run_config(cfg: DictConfig) -> RunConfig:
         eval=EvalConfig.from_dict(raw["eval"]),
         raw=raw)
     run.net.check_input_size(run.data.image_size, key="data.image_size")
+    run.net.check_input_size(run.train_image_size, key="the training size (recipe.train_size_fraction of it)")
     side = SUITES[run.eval.suite_name].source_size
     if run.eval.corruptions and side and run.data.kind == "synthetic":
         raise ConfigError(f"eval suite {run.eval.suite_name} corrupts the val files at {side} px; synthetic data "

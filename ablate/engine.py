@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 from timm.data import Mixup
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
@@ -46,15 +46,24 @@ def build_optimizer(run: RunConfig, model: nn.Module):
     if r.optimizer == "sgd":  # timm's "sgd" is Nesterov; torchvision's recipe is plain momentum
         return create_optimizer_v2(model, "momentum", lr=run.lr, weight_decay=r.weight_decay,
                                    momentum=r.momentum, filter_bias_and_bn=r.no_weight_decay_1d, fused=True)
+    if r.optimizer == "lamb":  # timm's LAMB (ResNet strikes back); it has no fused form
+        return create_optimizer_v2(model, "lamb", lr=run.lr, weight_decay=r.weight_decay, betas=r.betas,
+                                   filter_bias_and_bn=r.no_weight_decay_1d)
     return create_optimizer_v2(model, "adamw", lr=run.lr, weight_decay=r.weight_decay, betas=r.betas,
                                filter_bias_and_bn=r.no_weight_decay_1d, fused=True)
 
 
 def build_loss(run: RunConfig) -> tuple[Mixup | None, nn.Module]:
+    """Mixup/CutMix (soft targets, smoothed by Mixup) if the recipe mixes, and its loss, as timm's train.py builds
+    them: binary cross-entropy (smoothing its own targets when nothing mixes) or cross-entropy."""
     r = run.augment
-    if r.mixup > 0 or r.cutmix > 0:
-        mixup = Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, prob=1.0, switch_prob=0.5, mode="batch",
-                      label_smoothing=r.label_smoothing, num_classes=run.data.num_classes)
+    mixes = r.mixup > 0 or r.cutmix > 0
+    mixup = Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+                  label_smoothing=r.label_smoothing, num_classes=run.data.num_classes) if mixes else None
+    if r.loss == "binary_cross_entropy":
+        return mixup, BinaryCrossEntropy(smoothing=0.0 if mixes else r.label_smoothing,
+                                         target_threshold=r.bce_target_threshold)
+    if mixes:
         return mixup, SoftTargetCrossEntropy()
     if r.label_smoothing > 0:
         return None, LabelSmoothingCrossEntropy(r.label_smoothing)
@@ -127,11 +136,12 @@ class Training:
 def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict | None = None,
                    state: TrainingState | None = None) -> Training:
     """Data, net, optimizer, schedule, loss and loader of a run (from its checkpoint, if one is given)."""
-    data = build_datasets(run.data, run.augment, run.seed)
+    data = build_datasets(run.data, run.augment, run.seed, run.train_image_size)
     run.schedule_length(len(data.train))  # a batch larger than the data fails before the net is built
     torch.manual_seed(derive_seed(run.seed, "init"))  # same init on every process
     net = build_net(run.net, channels_last=run.train.channels_last).to(device)
-    forms = pick_forms(net, run.train.forms, (micro, run.net.in_chans, run.data.image_size, run.data.image_size), device,
+    side = run.train_image_size
+    forms = pick_forms(net, run.train.forms, (micro, run.net.in_chans, side, side), device,
                        run.train.precision, training=True, cache_path=run.train.forms_cache)
     if run.train.sync_bn and world.size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
@@ -155,7 +165,8 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
     if run.train.compile:
         model = torch.compile(model)
     workers = default_workers(run.data) if run.train.workers is None else run.train.workers
-    sampler = GlobalBatchSampler(len(data.train), run.budget.batch_size, run.budget.accum_steps, world, run.seed)
+    sampler = GlobalBatchSampler(len(data.train), run.budget.batch_size, run.budget.accum_steps, world, run.seed,
+                                 repeats=run.augment.repeated_augmentation)
     loader = data.train.loader(sampler, micro, workers, pin_memory=device.type == "cuda")
     mixup, criterion = build_loss(run)
     return Training(run, net, model, ema, optimizer, scheduler, scaler, data, sampler, loader, mixup, criterion,

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from ablate.config import compose_config, net_config, step_overrides
+from ablate.config import compose_config, net_config, run_config, step_overrides
 from ablate.errors import ConfigError
 from ablate.paper import paper_table
 from ablate.roadmap import roadmap
@@ -111,6 +111,25 @@ def test_a_small_kernel_needs_a_foldable_depthwise_conv():
             net_config(compose_config(step_overrides(step, extra=["net.small_kernel=1"])))
         assert str(err.value).startswith("net.small_kernel=1 is not allowed; expected null unless net.depthwise=true "
                                          "and net.norm=batch")
+
+
+RSB = {  # ResNet strikes back, Table 1 (the values): recipe keys at each of A1, A2, A3
+    "epochs": (600, 300, 100), "lr": (5e-3, 5e-3, 8e-3), "weight_decay": (0.01, 0.02, 0.02),
+    "mixup": (0.2, 0.1, 0.1), "auto_augment": ("rand-m7-mstd0.5-inc1", "rand-m7-mstd0.5-inc1", "rand-m6-mstd0.5-inc1"),
+    "repeated_augmentation": (3, 3, 1), "drop_path_rate": (0.05, 0.05, 0.0), "label_smoothing": (0.1, 0.0, 0.0),
+    "batch_size": (2048,) * 3, "cutmix": (1.0,) * 3, "bce_target_threshold": (0.2,) * 3, "optimizer": ("lamb",) * 3,
+    "loss": ("binary_cross_entropy",) * 3, "schedule": ("cosine",) * 3, "warmup_epochs": (5,) * 3,
+    "ema_decay": (None,) * 3,
+}
+
+
+@pytest.mark.parametrize("i,name", enumerate(["rsb_a1", "rsb_a2", "rsb_a3"]))
+def test_resnet_strikes_back_recipes_compose_to_their_values(i, name):
+    run = run_config(compose_config(["+step=baseline", f"recipe={name}"]))
+    assert {k: run.raw["recipe"][k] for k in RSB} == {k: v[i] for k, v in RSB.items()}
+    assert run.net.drop_path_rate == RSB["drop_path_rate"][i] and run.net.layer_scale_init is None
+    at_224 = run_config(compose_config(["+step=baseline", f"recipe={name}", "data.image_size=224"]))
+    assert at_224.train_image_size == (160 if name == "rsb_a3" else 224)  # A3 trains at 160, tests at 224
 
 
 def test_input_size_the_net_cannot_tile():

@@ -47,6 +47,48 @@ def test_processes_and_accumulation_see_the_same_global_batches():
     assert sorted(one) == sorted(set(one))
 
 
+def test_repeated_augmentation_is_the_same_for_any_process_count():
+    """RSB's repeated augmentation in one process: each image 3 times in a row as draw indices c * n + i, an epoch
+    as long as without it, and 1 process, accumulation and 2 processes see the same global batches."""
+    n = 96
+    one = list(GlobalBatchSampler(n, batch=16, accum=1, world=World(), seed=0, repeats=3))
+    accum = list(GlobalBatchSampler(n, batch=16, accum=2, world=World(), seed=0, repeats=3))
+    ranks = [list(GlobalBatchSampler(n, batch=16, accum=1, world=World(r, 2), seed=0, repeats=3)) for r in range(2)]
+    assert len(one) == n and one == accum
+    for step in range(n // 16):
+        assert ranks[0][8 * step:8 * (step + 1)] + ranks[1][8 * step:8 * (step + 1)] == one[16 * step:16 * (step + 1)]
+    images, copies = [i % n for i in one], [i // n for i in one]
+    assert images[0::3] == images[1::3] == images[2::3] and copies[:6] == [0, 1, 2, 0, 1, 2]
+    assert len(set(one)) == n and len(set(images)) == n // 3  # every draw its own; a third of the images
+    plain = list(GlobalBatchSampler(n, batch=16, accum=1, world=World(), seed=0))
+    assert images[0::3] == plain[:n // 3]  # the same permutation, each image repeated
+
+
+def test_each_repeated_copy_has_its_own_augmentation():
+    """Batched pipeline: copy 0 is the image's draw without repeats; copies 1 and 2 crop it otherwise."""
+    from ablate.config import DataConfig
+    from ablate.data.batched import BatchedImages
+    images = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 3), dtype=np.uint8)
+    data = DataConfig(name="t", kind="synthetic", image_size=32, num_classes=2, train_size=8, val_size=8)
+    split = BatchedImages(images, np.zeros(8, dtype=np.int64), data, "bilinear", train=True, seed=0)
+    x, _ = split.batch(torch.tensor([3, 8 + 3, 16 + 3, 3]))
+    assert torch.equal(x[0], x[3]) and not torch.equal(x[0], x[1]) and not torch.equal(x[1], x[2])
+    assert torch.equal(x[0], split.batch(torch.tensor([3]))[0][0])
+
+
+@pytest.mark.parametrize("pipeline", ["batched", "per_sample"])
+def test_a_recipe_trains_at_its_fraction_of_the_size_and_evaluates_at_the_size(pipeline):
+    """RSB A3's train 160 / test 224, at the embedded data's 64 px: training crops 32 (a multiple of the net's
+    stride), evaluation 64."""
+    run = run_config(compose_config(["+step=baseline", "data.image_size=64", "recipe.train_size_fraction=0.714",
+                                     f"data.pipeline={pipeline}", "data.train_size=8", "data.val_size=8"]))
+    assert run.train_image_size == 32
+    data = build_datasets(run.data, run.augment, run.seed, run.train_image_size)
+    train_x, _ = next(iter(data.train.loader(list(range(4)), 4, 0)))
+    val_x, _ = next(iter(data.val.loader(list(range(4)), 4, 0)))
+    assert train_x.shape[-2:] == (32, 32) and val_x.shape[-2:] == (64, 64)
+
+
 # ------------------------------------------------------------------------------------ ImageFolder roots
 def _folder(root, classes=("a", "b"), n=2):
     for split in ("train", "val"):

@@ -97,12 +97,29 @@ def test_finished_run_is_not_retrained_and_other_config_is_refused(tmp_path):
     assert retrained["status"] == "finished" and (tmp_path / RESULT).stat().st_mtime_ns > before[RESULT]
 
 
+@pytest.mark.parametrize("name", ["rsb_a1", "rsb_a2", "rsb_a3"])
+def test_resnet_strikes_back_recipes_train_a_smoke_epoch(name, tmp_path):
+    """LAMB, binary cross-entropy with its target threshold, Mixup/CutMix, RandAugment and (A1, A2) repeated
+    augmentation, on the embedded data: one epoch trains, and the engine built what the recipe names."""
+    from timm.loss import BinaryCrossEntropy
+    from timm.optim import Lamb
+    from ablate.engine import build_loss, build_optimizer
+    run = smoke_run("baseline", f"recipe={name}", "budget.epochs=1")
+    assert isinstance(build_optimizer(run, torch.nn.Linear(2, 2)), Lamb)
+    mixup, loss = build_loss(run)
+    assert isinstance(loss, BinaryCrossEntropy) and loss.target_threshold == 0.2 and mixup is not None
+    result = train(run, tmp_path)
+    assert result["status"] == "finished" and result["augmentation"]["repeated_augmentation"] == (1 if name == "rsb_a3"
+                                                                                                  else 3)
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_torchrun_two_processes_match_one(tmp_path, repeats):
     """Same global batch: 2 gloo processes x 16 == 1 process x 32 (LayerNorm step; no batch-coupled mixup
-    or per-process drop-path draws, which differ by construction)."""
+    or per-process drop-path draws, which differ by construction), also with RSB's repeated augmentation."""
     args = ["+step=separate_downsampling", *SMOKE, "recipe.mixup=0", "recipe.cutmix=0",
-            "recipe.drop_path_rate=0", "train.threads=1"]
+            "recipe.drop_path_rate=0", "train.threads=1", f"recipe.repeated_augmentation={repeats}"]
     one = cli(*args, f"hydra.run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr
     two = cli("--nproc_per_node=2", "--master_port=29533", "-m", "ablate", *args, f"hydra.run.dir={tmp_path / 'two'}",

@@ -59,8 +59,10 @@ def resolve_pipeline(data: DataConfig, recipe: RecipeConfig) -> str:
     return data.pipeline
 
 
-def build_datasets(data: DataConfig, recipe: RecipeConfig, seed: int) -> Splits:
-    """The train and val splits of `data`, with `recipe`'s augmentation, in the pipeline data.pipeline picks."""
+def build_datasets(data: DataConfig, recipe: RecipeConfig, seed: int, train_size: int | None = None) -> Splits:
+    """The train and val splits of `data`, with `recipe`'s augmentation, in the pipeline data.pipeline picks; the
+    training crops at `train_size` (default data.image_size; RunConfig.train_image_size)."""
+    train_size = train_size or data.image_size
     pipeline = resolve_pipeline(data, recipe)
     if data.kind == "synthetic":
         # the data seed is fixed (not the run seed): every run sees the same dataset
@@ -74,9 +76,9 @@ def build_datasets(data: DataConfig, recipe: RecipeConfig, seed: int) -> Splits:
         arrays, classes, fingerprint, sources = scan_folder_splits(data, recipe.interpolation)
     if pipeline == "batched":
         splits = {k: BatchedImages(x, y, data, recipe.interpolation, train=k == "train", seed=seed,
-                                   sources=sources.get(k)) for k, (x, y) in arrays.items()}
+                                   sources=sources.get(k), train_size=train_size) for k, (x, y) in arrays.items()}
     else:
-        transforms = dict(zip(("train", "val"), build_transforms(data, recipe, seed)))
+        transforms = dict(zip(("train", "val"), build_transforms(data, recipe, seed, train_size)))
         splits = {k: ImageDataset(y, transforms[k], images=x, sources=sources.get(k)) if isinstance(x, np.ndarray)
                   else ImageDataset(y, transforms[k], paths=x) for k, (x, y) in arrays.items()}
     return Splits(splits["train"], splits["val"], classes, pipeline, fingerprint)

@@ -22,15 +22,16 @@ class BatchedImages:
     count or an interruption. Evaluation: resize the shorter side to image_size / eval_crop_pct, centre crop."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, data: DataConfig, interpolation: str, train: bool,
-                 seed: int, sources: list[Path] | None = None):
+                 seed: int, sources: list[Path] | None = None, train_size: int | None = None):
         self.sources = sources  # the file each image was decoded from (None: synthetic)
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.size, self.scale = data.image_size, tuple(data.crop_scale)
+        self.train_size = train_size or data.image_size  # the side of the training crops
         self.short = eval_resize(data)  # the eval transform's shorter side (crop_pct's only use)
         self.mode, self.train, self.seed, self.epoch = interpolation, train, seed, 0
         self.normalize = self.normalizer()
-        self._draws: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self._draws: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -43,14 +44,17 @@ class BatchedImages:
         and `pin_memory` have nothing to do here)."""
         return BatchedLoader(self, indices, batch_size)
 
-    def epoch_draws(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(boxes, flips) of every sample for the current epoch."""
-        if self._draws is None or self._draws[0] != self.epoch:
-            u = generator(self.seed, "augment", self.epoch).random((len(self), 4 * CROP_TRIES + 1))
+    def epoch_draws(self, copy: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(boxes, flips) of every sample for the current epoch: its own draw, or with `copy` > 0 that of its
+        repeated-augmentation copy (a stream of its own)."""
+        if (self.epoch, copy) not in self._draws:
+            self._draws = {k: v for k, v in self._draws.items() if k[0] == self.epoch}
+            u = generator(self.seed, "augment", self.epoch, *([copy] if copy else [])).random(
+                (len(self), 4 * CROP_TRIES + 1))
             _, _, height, width = self.images.shape
             boxes = random_resized_crop_boxes(u[:, :-1], height, width, self.scale)
-            self._draws = (self.epoch, torch.from_numpy(boxes), torch.from_numpy(u[:, -1] < 0.5))
-        return self._draws[1], self._draws[2]
+            self._draws[self.epoch, copy] = (torch.from_numpy(boxes), torch.from_numpy(u[:, -1] < 0.5))
+        return self._draws[self.epoch, copy]
 
     @staticmethod
     def normalizer():
@@ -60,12 +64,21 @@ class BatchedImages:
         return lambda x: (x - mean) / std
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `index`: draw index c * n + i is image i under its copy c's augmentation (a sampler's
+        repeated augmentation; c = 0 otherwise)."""
+        image, copies = index % len(self), index // len(self)
         if self.train:
             boxes, flips = self.epoch_draws()
-            x = crop_resize(self.images[index].float(), boxes[index], flips[index], self.size, self.mode)
+            boxes, flips = boxes[image], flips[image]
+            for c in copies.unique().tolist():
+                if c:
+                    mine = copies == c
+                    own_boxes, own_flips = self.epoch_draws(c)
+                    boxes[mine], flips[mine] = own_boxes[image[mine]], own_flips[image[mine]]
+            x = crop_resize(self.images[image].float(), boxes, flips, self.train_size, self.mode)
         else:
-            x = self.eval_pixels(index)
-        return self.normalize(x), self.labels[index]
+            x = self.eval_pixels(image)
+        return self.normalize(x), self.labels[image]
 
     def eval_pixels(self, index: torch.Tensor) -> torch.Tensor:
         """Float pixels of the evaluated images: resized and centre-cropped, not normalised."""

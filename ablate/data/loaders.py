@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from torch.utils.data import Sampler
 
 from ..config import DataConfig
@@ -14,17 +16,29 @@ from ..seeding import generator
 class GlobalBatchSampler(Sampler):
     """Each optimizer step takes the next `batch` samples of a (seed, epoch) permutation; every
     accumulation step and process takes its own contiguous slice. One process with accumulation and
-    several processes therefore see exactly the same global batches. The last partial batch is dropped."""
+    several processes therefore see exactly the same global batches. The last partial batch is dropped.
 
-    def __init__(self, n: int, batch: int, accum: int, world: World, seed: int):
+    With `repeats` > 1 (repeated augmentation, Hoffer et al. 2020; ResNet strikes back A1/A2) each image of the
+    permutation comes `repeats` times in a row and an epoch keeps its length, so it holds about n / repeats distinct
+    images, each augmented `repeats` times in one global batch. Copy c of image i is yielded as the draw index
+    c * n + i: the datasets read image i and draw copy c's own augmentation (copy 0 is the image's only draw
+    without repeats). timm's RepeatAugSampler does this only in distributed mode and spreads an image's copies over
+    the processes; here the order is the same for any process count (a process may hold several copies of one
+    image)."""
+
+    def __init__(self, n: int, batch: int, accum: int, world: World, seed: int, repeats: int = 1):
         self.n, self.batch, self.accum, self.world, self.seed, self.epoch = n, batch, accum, world, seed, 0
+        self.repeats = repeats
         self.micro = batch // (accum * world.size)
 
     def __len__(self) -> int:  # samples this process yields per epoch
         return self.n // self.batch * self.batch // self.world.size
 
     def __iter__(self):
-        perm = generator(self.seed, "order", self.epoch).permutation(self.n).tolist()
+        perm = generator(self.seed, "order", self.epoch).permutation(self.n)
+        if self.repeats > 1:
+            perm = (np.tile(np.arange(self.repeats), self.n) * self.n + perm.repeat(self.repeats))[:self.n]
+        perm = perm.tolist()
         for start in range(0, self.n // self.batch * self.batch, self.batch):
             for a in range(self.accum):
                 chunk = start + a * self.micro * self.world.size + self.world.rank * self.micro

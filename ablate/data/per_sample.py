@@ -52,7 +52,9 @@ class ImageDataset(Dataset):
         return Image.fromarray(self.images[i]) if self.images is not None else load_image(self.paths[i])
 
     def __getitem__(self, i: int):
-        return self.transform(self._image(i), i), int(self.labels[i])
+        """Image i % n under draw i (a sampler's repeated-augmentation copy c of image j is i = c * n + j)."""
+        image = i % len(self)
+        return self.transform(self._image(image), i), int(self.labels[image])
 
     @property
     def _geometry(self) -> list:
@@ -87,9 +89,10 @@ class ImageDataset(Dataset):
         return DataLoader(Subset(self, indices), batch_size=batch_size, num_workers=workers, pin_memory=pin_memory)
 
 
-def build_transforms(data: DataConfig, recipe: RecipeConfig, seed: int) -> tuple[SeededTransform, SeededTransform]:
+def build_transforms(data: DataConfig, recipe: RecipeConfig, seed: int,
+                     train_size: int | None = None) -> tuple[SeededTransform, SeededTransform]:
     train = create_transform(
-        data.image_size, is_training=True, scale=tuple(data.crop_scale), hflip=0.5,
+        train_size or data.image_size, is_training=True, scale=tuple(data.crop_scale), hflip=0.5,
         color_jitter=recipe.color_jitter, auto_augment=recipe.auto_augment, interpolation=recipe.interpolation,
         re_prob=recipe.random_erasing, re_mode="pixel", re_count=1)
     val = create_transform(data.image_size, is_training=False, crop_pct=data.eval_crop_pct,
