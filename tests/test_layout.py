@@ -16,7 +16,7 @@ LEVELS = [
     {"record", "data", "corruptions"},
     {"device", "cli", "rundir", "complexity", "autotune"},
     {"engine", "robustness", "timm_models"},
-    {"train", "bench", "report"},
+    {"train", "bench", "report", "export"},
     {"plan", "__main__"},
 ]
 LEVEL = {name: i for i, names in enumerate(LEVELS) for name in names}
