@@ -8,7 +8,7 @@ from ablate.export import ExportFailed, export_onnx, main
 from ablate.roadmap import roadmap
 from stages import build_net
 
-from helpers import TINY_RUN, cli
+from helpers import TINY_RUN, cli, step_net
 
 # one of each kind of layer: BatchNorm ResNet, LayerNorm ConvNeXt, GRN, a small-kernel branch
 KINDS = ["baseline", "separate_downsampling", "grn", "kernel_31_rep"]
@@ -32,7 +32,7 @@ def test_every_step_exports_and_onnxruntime_matches_torch(step, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("step", ["baseline", "separate_downsampling"])
 def test_the_endpoints_export_at_224(step, tmp_path):
-    net = _net(step, "net.width_multiplier=1.0", "net.num_classes=1000")
+    net = step_net(step, channels_last=False)  # the paper's full-width ImageNet net
     assert export_onnx(net, tmp_path / "e.onnx", image_size=224, batch=1, name=step) <= 1e-4
 
 
