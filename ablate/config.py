@@ -98,7 +98,7 @@ class RecipeConfig(RunConfigPart):
     SAMPLE_AUGMENTATION: ClassVar[tuple[str, ...]] = ("repeated_augmentation",)  # how often an image recurs
     BATCH_AUGMENTATION: ClassVar[tuple[str, ...]] = ("mixup", "cutmix")
     TARGET_AUGMENTATION: ClassVar[tuple[str, ...]] = ("label_smoothing",)
-    # fields added after runs were recorded: at their default a run config leaves them out of its identity
+    # left out of the identity at their defaults (Validated.ADDED_FIELDS)
     ADDED_FIELDS: ClassVar[tuple[str, ...]] = ("loss", "bce_target_threshold", "repeated_augmentation",
                                                "train_size_fraction")
     name: str
@@ -134,11 +134,6 @@ class RecipeConfig(RunConfigPart):
     repeated_augmentation: int = 1
     # train crops at this fraction of data.image_size, evaluated at data.image_size (RSB A3: 160 / 224)
     train_size_fraction: float = 1.0
-
-    @classmethod
-    def added_defaults(cls) -> dict:
-        """{added field: its default} (ADDED_FIELDS)."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in cls.ADDED_FIELDS}
 
     def check(self) -> None:
         for key in ("lr", "epochs", "batch_size", "lr_step_epochs"):

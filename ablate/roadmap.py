@@ -72,7 +72,8 @@ class Step:
     adopted: bool
     builds_on: str | None
     changes: tuple[str, ...]    # its conf/change/ configs, in order
-    effect: Effect              # the changes' effects, then its own keys'
+    own: Effect                 # what the step file sets itself (kernel_5: net.kernel_size)
+    effect: Effect              # the changes' effects, then its own
 
     @classmethod
     def read(cls, path) -> "Step":
@@ -89,8 +90,9 @@ class Step:
         meta = tree.get("step") or {}
         if meta.get("name") != path.stem:
             raise ConfigError(f"{path}: step.name={meta.get('name')!r} must be the file's name, {path.stem!r}")
-        return cls(path.stem, meta["index"], meta["adopted"], builds_on[0] if builds_on else None, changes,
-                   effect.then(Effect.of(tree)))
+        own = Effect.of(tree)
+        return cls(path.stem, meta["index"], meta["adopted"], builds_on[0] if builds_on else None, changes, own,
+                   effect.then(own))
 
 
 def _natural(name: str) -> list:
@@ -182,8 +184,8 @@ class Roadmap:
             undone = self.undone(change)
             return {"defaults": [ref, *({f"override /{g}": c} for g, c in undone.choices.items()), "_self_"],
                     "step": meta, **_nested(undone.values)}
-        own = Effect.of(_load(CONF_DIR / "step" / f"{change}.yaml")).values
-        return {"defaults": [*(f"/change/{c}" for c in step.changes), ref, "_self_"], "step": meta, **_nested(own)}
+        return {"defaults": [*(f"/change/{c}" for c in step.changes), ref, "_self_"], "step": meta,
+                **_nested(step.own.values)}
 
 
 @functools.cache

@@ -19,9 +19,7 @@ class NetConfigError(ValueError):
 class NetConfig(Validated):
     PREFIX: ClassVar[str] = "net"
     ERROR: ClassVar[type[Exception]] = NetConfigError
-    # fields added after runs were recorded: at their default a run config leaves them out of its identity, so
-    # every run recorded before a field existed is still the same run
-    ADDED_FIELDS: ClassVar[tuple[str, ...]] = ("grn", "small_kernel")
+    ADDED_FIELDS: ClassVar[tuple[str, ...]] = ("grn", "small_kernel")  # left out of the identity at their defaults
 
     # --- macro design
     depths: tuple[int, ...] = (3, 4, 6, 3)      # blocks per stage (stage ratio)
@@ -100,11 +98,6 @@ class NetConfig(Validated):
             raise NetConfigError(
                 f"{key}={size} does not fit the net (stem={self.stem}, downsample={self.downsample}, "
                 f"{len(self.depths)} stages): it must be {need}")
-
-    @classmethod
-    def added_defaults(cls) -> dict:
-        """{added field: its default} (ADDED_FIELDS)."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in cls.ADDED_FIELDS}
 
     def replace(self, **changes) -> "NetConfig":
         return dataclasses.replace(self, **changes)

@@ -16,6 +16,14 @@ class Validated:
     """Base of a frozen config dataclass. Subclasses set PREFIX (the key prefix in messages) and ERROR."""
     PREFIX: ClassVar[str] = ""
     ERROR: ClassVar[type[Exception]] = ValueError
+    # fields added after runs were recorded: at their default a run config leaves them out of its identity, so
+    # every run recorded before a field existed is still the same run
+    ADDED_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def added_defaults(cls) -> dict:
+        """{added field: its default} (ADDED_FIELDS)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in cls.ADDED_FIELDS}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
