@@ -49,7 +49,8 @@ def main(cfg: DictConfig) -> dict | None:
     try:
         check_checkpoint_choice(hc.overrides.task)
         run = run_config(cfg)  # every key validated before any work
-        return train(run, hc.runtime.output_dir, job_files=_hydra_files(cfg, hc))
+        return train(run, hc.runtime.output_dir, job_files=_hydra_files(cfg, hc),
+                     sweep_dir=hc.sweep.dir if sweep else None)
     except (ConfigError, NetConfigError, DataError, RunDirConflict) as e:
         if sweep and not isinstance(e, ConfigError):
             print(f"error in {hc.runtime.output_dir}: {one_line(e)}", file=sys.stderr)

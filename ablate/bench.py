@@ -9,10 +9,13 @@ provenance (`--help` lists the keys).
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -44,7 +47,9 @@ class BenchConfig(CommandOptions):
     image_size: int = 224
     batch_size: int = 32
     num_classes: int = 1000
-    modes: tuple[Literal["infer", "train", "step", "e2e"], ...] = ("infer", "train")
+    modes: tuple[Literal["infer", "onnx", "train", "step", "e2e"], ...] = ("infer", "train")
+    # onnx: the net exported (ablate.export) and run by onnxruntime on the CPU in fp32, in one rotation with `infer`
+    # (torch eager), so a row's onnx_over_infer is the deploy runtime's speed-up.
     # step: the run's own training step (its loss, optimizer, schedule) on one fixed batch; e2e: the same fed
     # by the run's data loader. Measured in one rotation with `train` (the bare net, timm's SGD step), so a row's
     # e2e_over_train and e2e_over_step say what the run costs beyond the net, and what the data path costs
@@ -152,6 +157,33 @@ class Runner:
 
 
 RUN_MODES = ("step", "e2e")  # measured on the run's own training loop (ours only)
+OURS_ONLY = (*RUN_MODES, "onnx")
+# the modes measured in one rotation (block by block), so the ratios between them compare like with like
+ROTATIONS = (("infer", "onnx"), ("train", *RUN_MODES))
+RATIOS = {"onnx": ("infer",), "e2e": ("train", "step")}  # a row's <mode>_over_<other> columns
+
+
+class OnnxRunner(Runner):
+    """The net in eval mode exported to ONNX (checked against torch, ablate.export) and run by onnxruntime's CPU
+    provider with the bench's threads, in fp32 (the precision its rows name)."""
+
+    def __init__(self, model: Net, bench: BenchConfig, device: torch.device, batch: int):
+        import onnxruntime
+
+        from .export import export_onnx
+        self.bench, self.device, self.mode, self.batch, self.net = bench, device, "onnx", batch, None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format),  # infer runs the
+                        Path(tmp) / "net.onnx", bench.image_size, name=type(model).__name__)   # model itself
+            self.session = onnxruntime.InferenceSession(str(Path(tmp) / "net.onnx"), options,
+                                                        providers=["CPUExecutionProvider"])
+        size = bench.image_size
+        self.x = torch.randn(batch, 3, size, size).numpy()
+
+    def step(self) -> None:
+        self.session.run(None, {self.session.get_inputs()[0].name: self.x})
 
 
 class EndToEndRunner(Runner):
@@ -194,8 +226,12 @@ def make_runner(model, mode, bench, device, cfg) -> Runner:
     while True:
         try:
             start = time.perf_counter()
-            runner = (EndToEndRunner(cfg, mode, bench, device, batch) if mode in RUN_MODES
-                      else Runner(model, mode, bench, device, batch, job_settings(cfg)))
+            if mode in RUN_MODES:
+                runner = EndToEndRunner(cfg, mode, bench, device, batch)
+            elif mode == "onnx":
+                runner = OnnxRunner(model, bench, device, batch)
+            else:
+                runner = Runner(model, mode, bench, device, batch, job_settings(cfg))
             runner.block(bench.warmup)
             runner.setup_s = time.perf_counter() - start
             return runner
@@ -230,26 +266,23 @@ def measure(models: dict, bench: BenchConfig, device: torch.device, modes: dict,
 
 
 def bench_rows(configs: dict[str, DictConfig], bench: BenchConfig, device: torch.device) -> list[dict]:
-    """Every job's net (and its timm reference, if compared) measured together, one mode at a time; e2e in
-    the same rotation as train (ours only), so their ratio compares like with like."""
+    """Every job's net (and its timm reference, if compared) measured together, one rotation (ROTATIONS) at a
+    time: onnx beside infer, e2e and step beside train (ours only), so their ratios compare like with like."""
     models = {(job, name): model for job, cfg in configs.items() for name, model in build_models(cfg, bench).items()}
-    training_modes = [m for m in ("train", *RUN_MODES) if m in bench.modes]
-    rotations = [[m] for m in bench.modes if m not in training_modes] + ([training_modes] if training_modes else [])
+    rotations = [[m for m in group if m in bench.modes] for group in ROTATIONS]
     rows = []
-    for modes in rotations:
+    for modes in filter(None, rotations):
         torch.manual_seed(0)
         keyed = {(*key, mode): model for mode in modes for key, model in models.items()
-                 if mode not in RUN_MODES or key[1] == "ours"}
+                 if mode not in OURS_ONLY or key[1] == "ours"}
         result = measure(keyed, bench, device, {k: k[2] for k in keyed}, {k: configs[k[0]] for k in keyed})
         for mode in modes:
             per_mode = {k: {key[:2]: v for key, v in d.items() if key[2] == mode} for k, d in result.items()}
             for job, cfg in configs.items():
                 rows.append(_row(job, cfg, bench, device, mode, per_mode))
-                if mode == "e2e":
-                    for other in ("train", "step"):
-                        if other in modes:
-                            rows[-1].update(_ratio(f"e2e_over_{other}", per_mode["speeds"][job, "ours"],
-                                                   result["speeds"][job, "ours", other]))
+                for other in (o for o in RATIOS.get(mode, ()) if o in modes):
+                    rows[-1].update(_ratio(f"{mode}_over_{other}", per_mode["speeds"][job, "ours"],
+                                           result["speeds"][job, "ours", other]))
                 print(_line(rows[-1]), flush=True)
     return rows
 
@@ -263,11 +296,14 @@ def _ratio(name: str, a: list[float], b: list[float]) -> dict:
 def _row(job: str, cfg, bench: BenchConfig, device: torch.device, mode: str, result: dict) -> dict:
     ours = result["speeds"][job, "ours"]
     settings = job_settings(cfg)
+    deployed = mode == "onnx"  # onnxruntime: fp32, its own layout, no torch.compile
     row = {"regime": cfg.regime.name, "step": cfg.step.name, "job": job, "step_index": cfg.step.index,
-           "adopted": cfg.step.adopted,
-           "mode": mode, "device": describe_device(device), "precision": settings.precision,
-           "channels_last": settings.channels_last, "compile": settings.compile,
-           **{f"{kind}_form": form for kind, form in settings.forms.items()},
+           "adopted": cfg.step.adopted, "mode": mode, "device": describe_device(device),
+           "runtime": f"onnxruntime {_onnxruntime_version()}" if deployed else f"torch {torch.__version__}",
+           "precision": "fp32" if deployed else settings.precision,
+           "channels_last": False if deployed else settings.channels_last,
+           "compile": False if deployed else settings.compile,
+           **{f"{kind}_form": "" if deployed else form for kind, form in settings.forms.items()},
            "forms": result["forms"][job, "ours"],
            "image_size": bench.image_size, "batch_size": result["batch"][job, "ours"],
            "width_multiplier": net_config(cfg).width_multiplier, "repeats": bench.repeats, "iters": bench.iters,
@@ -281,6 +317,11 @@ def _row(job: str, cfg, bench: BenchConfig, device: torch.device, mode: str, res
     return row
 
 
+def _onnxruntime_version() -> str:
+    import onnxruntime
+    return onnxruntime.__version__
+
+
 def _forms_used(model: nn.Module | None) -> str:
     """The forms our net's layers ran in, e.g. `pointwise: conv 4, linear 32; layer_norm: permute 23`."""
     if model is None:
@@ -292,10 +333,10 @@ def _forms_used(model: nn.Module | None) -> str:
 def _line(row: dict) -> str:
     text = (f"{row['job']:>22} {row['mode']:>5} {row['image_size']}px b{row['batch_size']}: "
             f"{row['img_s']:8.1f} img/s")
-    for other in ("train", "step"):
-        if f"e2e_over_{other}" in row:
-            key = f"e2e_over_{other}"
-            text += f" | e2e/{other} {row[key]:.3f} [{row[key + '_min']:.3f}, {row[key + '_max']:.3f}]"
+    for other in RATIOS.get(row["mode"], ()):
+        key = f"{row['mode']}_over_{other}"
+        if key in row:
+            text += f" | {row['mode']}/{other} {row[key]:.3f} [{row[key + '_min']:.3f}, {row[key + '_max']:.3f}]"
     if "ratio" in row:
         text += f" | {row['timm_model']} {row['timm_img_s']:8.1f} img/s | ours/timm {row['ratio']:.3f} " \
                 f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}]"
@@ -318,8 +359,12 @@ def run(bench: BenchConfig, overrides: list[str]) -> pd.DataFrame:
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 8 * len(configs))
         torch._dynamo.config.accumulated_cache_size_limit = max(
             torch._dynamo.config.accumulated_cache_size_limit, 16 * len(configs))
+    device = pick_device(bench.device, key="device")
+    if "onnx" in bench.modes and device.type != "cpu":
+        raise ConfigError(f"modes=[onnx] runs onnxruntime's CPU provider, but device={bench.device} is "
+                          f"{device.type}; set device=cpu")
     with torch_threads(bench.threads):
-        table = pd.DataFrame(bench_rows(configs, bench, pick_device(bench.device, key="device")))
+        table = pd.DataFrame(bench_rows(configs, bench, device))
     write_csv(table, bench.out, "bench")
     return table
 

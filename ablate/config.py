@@ -31,12 +31,14 @@ from .seeding import SEED_LIMIT
 
 
 # the top-level keys of a run config; anything else came from a misspelt `+key=` and is refused
-RUN_KEYS = ("step", "regime", "seed", "net", "recipe", "budget", "data", "train", "eval")
-# what is not part of a run's identity: how it runs (train) and what is measured after it (eval)
-NOT_IDENTITY = ("train", "eval", "hydra")
+RUN_KEYS = ("step", "regime", "seed", "net", "recipe", "budget", "data", "train", "eval", "logger")
+# what is not part of a run's identity: how it runs (train), what is measured after it (eval), where else it is
+# shown (logger)
+NOT_IDENTITY = ("train", "eval", "logger", "hydra")
 # inside an identity group, yet not what makes a run: data.verify only checks the files; net.pointwise_impl is how
 # records written before train.pointwise_form spelt a layer form (the form never changed what a run trains)
 NOT_IDENTITY_KEYS = ("data.verify", "net.pointwise_impl")
+LOGGERS = ("none", "tensorboard", "wandb", "mlflow")  # conf/logger/ (ablate/trackers.py)
 PLUS_GROUPS = ("step", "undo", "only", "experiment", "sweep", "launcher")
 CHECKPOINT_GROUPS = ("step", "undo", "only")  # each chooses the net a run trains, and names it
 
@@ -295,6 +297,17 @@ class EvalConfig(RunConfigPart):
 
 
 @dataclass(frozen=True)
+class LoggerConfig(RunConfigPart):
+    """Which experiment tracker also shows the run (conf/logger/, ablate/trackers.py); not part of a run's identity:
+    result.json stays the record, a tracker is a view of it."""
+    PREFIX: ClassVar[str] = "logger"
+    name: Literal[LOGGERS] = "none"
+    project: str = "ablate"             # the W&B project, the MLflow experiment
+    mode: Literal["offline", "online"] = "offline"  # W&B: offline writes the run folder only (`wandb sync` later)
+    tracking_uri: str | None = None     # MLflow: null is a local file store, mlruns/ in the sweep (or run) directory
+
+
+@dataclass(frozen=True)
 class RunConfig:
     step: dict
     regime: str
@@ -305,6 +318,7 @@ class RunConfig:
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig
+    logger: LoggerConfig
     raw: dict                           # the whole resolved config, for the record
 
     @property
@@ -420,9 +434,9 @@ def run_dirname(override_dirname: str) -> str:
 def dirname_exclude_keys() -> list[str]:
     """The keys a run directory's name leaves out (conf/config.yaml's override_dirname.exclude_keys): the groups the
     directory is already filed under, every key outside a run's identity, and the directories Hydra itself takes."""
-    outside = [f"{group}.{f.name}" for group, cls in (("train", TrainConfig), ("eval", EvalConfig))
+    outside = [f"{cls.PREFIX}.{f.name}" for cls in (TrainConfig, EvalConfig, LoggerConfig)
                for f in dataclasses.fields(cls)]
-    return [*PLUS_GROUPS, "regime", *outside, *NOT_IDENTITY_KEYS, "hydra.run.dir", "hydra.sweep.dir"]
+    return [*PLUS_GROUPS, "regime", LoggerConfig.PREFIX, *outside, *NOT_IDENTITY_KEYS, "hydra.run.dir", "hydra.sweep.dir"]
 
 
 OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
@@ -521,6 +535,7 @@ def run_config(cfg: DictConfig) -> RunConfig:
         data=DataConfig.from_dict(raw["data"]),
         train=TrainConfig.from_dict(raw["train"]),
         eval=EvalConfig.from_dict(raw["eval"]),
+        logger=LoggerConfig.from_dict(raw.get("logger", {})),  # a record written before trackers has none
         raw=raw)
     run.net.check_input_size(run.data.image_size, key="data.image_size")
     run.net.check_input_size(run.train_image_size, key="the training size (recipe.train_size_fraction of it)")

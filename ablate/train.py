@@ -31,6 +31,7 @@ from .robustness import add_to_record, evaluate_robustness, wanted
 from .rundir import (RunDirConflict, RunDirLock, check_best, check_resume_settings, check_run_dir, load_checkpoint,
                      save_checkpoint)
 from .seeding import derive_seed
+from .trackers import Tracker, open_tracker
 
 LOSS_CHECK_EVERY = 50  # optimizer updates between checks for a non-finite loss (one host sync each)
 # the tests' lever, kept out of the run config users see: SIGKILL the process after this epoch's checkpoint,
@@ -52,21 +53,24 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the run
-def train(run: RunConfig, out_dir: str | Path, job_files: dict[str, str] | None = None) -> dict:
+def train(run: RunConfig, out_dir: str | Path, job_files: dict[str, str] | None = None,
+          sweep_dir: str | Path | None = None) -> dict:
     """Trains (or resumes, or finds finished) the run in `out_dir`. `job_files` (relative path -> text: the
     launcher's own copy of the config, Hydra's `.hydra/*.yaml`) are written only once the directory is known to
-    hold this run and it is about to train, so a refused command leaves a finished run's files as they were."""
+    hold this run and it is about to train, so a refused command leaves a finished run's files as they were.
+    `sweep_dir`: the multirun's directory, where a tracker shared by its runs keeps its store (logger=mlflow)."""
     out = Path(out_dir)
     device = pick_device(run.train.device)
     world = init_world(device.type)
     try:
         with RunDirLock(out) if world.is_main else nullcontext():
-            return _train(run, out, device, world, job_files or {})
+            return _train(run, out, device, world, job_files or {}, Path(sweep_dir) if sweep_dir else None)
     finally:
         close_world(world)
 
 
-def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_files: dict[str, str]) -> dict:
+def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_files: dict[str, str],
+           sweep_dir: Path | None) -> dict:
     micro = run.per_process_batch(world.size)  # validates the batch split before any work
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
@@ -83,17 +87,20 @@ def _train(run: RunConfig, out: Path, device: torch.device, world: World, job_fi
                            "forms": t.forms, "provenance": provenance()})
     record = _Record(out, _first_record(run, t, state, device, world), state, world.is_main)
     record.write()
-    try:
-        for epoch in range(state.epoch, record.fields["epochs_planned"]):
-            _epoch(t, state, epoch, out)
-            record.write()
-            world.barrier()
-            if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
-                os.kill(os.getpid(), signal.SIGKILL)
-    except Exception as e:
-        record.fail(e)
-        raise
-    return _finish(t, state, out, record)
+    with open_tracker(run.logger, run.identity, run.identity_hash, out, sweep_dir, state.epoch,
+                      world.is_main) as tracker:
+        try:
+            for epoch in range(state.epoch, record.fields["epochs_planned"]):
+                _epoch(t, state, epoch, out)
+                record.write()
+                tracker.epoch(state.history[-1])  # after its checkpoint: a resumed run logs no epoch twice
+                world.barrier()
+                if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
+                    os.kill(os.getpid(), signal.SIGKILL)
+        except Exception as e:
+            record.fail(e)
+            raise
+        return _finish(t, state, out, record, tracker)
 
 
 def _finished_run(run: RunConfig, out: Path, device: torch.device, world: World) -> dict | None:
@@ -171,7 +178,7 @@ def _epoch(t: Training, state: TrainingState, epoch: int, out: Path) -> None:
         _checkpoint(out, t, state, is_best)
 
 
-def _finish(t: Training, state: TrainingState, out: Path, record: _Record) -> dict:
+def _finish(t: Training, state: TrainingState, out: Path, record: _Record, tracker: Tracker) -> dict:
     """The final weights, robustness if asked for, and the finished record."""
     run, world = t.run, t.world
     last = state.history[-1]
@@ -189,6 +196,10 @@ def _finish(t: Training, state: TrainingState, out: Path, record: _Record) -> di
                  wall_time_s=state.wall_time_s,  # training + evaluation, summed over segments
                  replica_divergence=replica_divergence(t.net, world), train_time_s=train_time,
                  train_throughput=sum(h["train_images"] for h in state.history) / max(train_time, 1e-9))
+    numbers = {**final, "best_top1": state.best_top1, "train_throughput": record.fields["train_throughput"]}
+    if "robustness" in record.fields:
+        numbers["mean_corruption_top1"] = record.fields["robustness"]["mean_corruption_top1"]
+    tracker.finish(numbers)
     if world.is_main:
         print(f"{run.step['name']}: top-1 {final['top1']:.2f}  top-5 {final['top5']:.2f}  -> {out / RESULT}")
     return record.fields

@@ -95,3 +95,23 @@ def test_bench_expands_a_sweep_and_names_bad_input(capsys):
     assert "gelu" in err and "baseline, separate_downsampling" in err
     assert main(["modes=[infer,fly]"]) == 2
     assert "modes=['infer', 'fly'] is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_deploy_rows_run_onnxruntime_beside_torch_in_one_rotation(tmp_path, monkeypatch):
+    """modes=[infer,onnx]: each step once in torch eager and once exported and run by onnxruntime (fp32, NCHW),
+    alternating block by block; the onnx row carries the ratio to its own step's infer row."""
+    import onnxruntime
+    runs = []
+    run_onnx = onnxruntime.InferenceSession.run
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", lambda self, *a, **k: runs.append(1) or run_onnx(
+        self, *a, **k))
+    table = bench("+step=baseline,layer_norm", "modes=[infer,onnx]", *TINY_BENCH, "budget.width_multiplier=0.25",
+                  "train.precision=bf16", f"out={tmp_path / 'b.csv'}")
+    assert list(table["mode"]) == ["infer", "infer", "onnx", "onnx"]
+    deployed = table[table["mode"] == "onnx"]
+    assert deployed.runtime.str.startswith("onnxruntime ").all() and set(deployed.precision) == {"fp32"}
+    assert not deployed.channels_last.any() and (deployed.onnx_over_infer > 0).all()
+    assert set(table[table["mode"] == "infer"].precision) == {"bf16"}  # torch rows keep the job's own precision
+    # per step: the export's check, the first block (warmup=1 + iters=1), repeats=2 blocks of 1 warm-up + 1 iter
+    assert len(runs) == 2 * (1 + (1 + 1) + 2 * (1 + 1))

@@ -47,6 +47,7 @@ def test_a_failed_export_names_the_step_and_the_operator(tmp_path, monkeypatch):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_cli_exports_a_trained_run_and_refuses_bad_input(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert cli("+step=separate_downsampling", *TINY_RUN, f"hydra.run.dir={run_dir}").returncode == 0

@@ -15,7 +15,7 @@ LEVELS = [
     {"provenance", "config"},                  # the config schema stands below everything that reads it
     {"record", "data", "corruptions"},
     {"device", "cli", "rundir", "complexity", "autotune"},
-    {"engine", "robustness", "timm_models"},
+    {"engine", "robustness", "timm_models", "trackers"},
     {"train", "bench", "report", "export"},
     {"plan", "__main__"},
 ]

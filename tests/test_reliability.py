@@ -35,6 +35,7 @@ def test_two_groups_choosing_the_checkpoint_are_refused(overrides):
         compose_jobs(overrides)
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_two_checkpoint_groups_before_training(tmp_path):
     done = cli("+undo=gelu", "+only=kernel", *SMOKE, f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
@@ -127,6 +128,7 @@ def test_a_lock_planted_as_a_symlink_is_refused_and_the_victim_kept(tmp_path):
     assert victim.read_text() == "precious"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
 def test_a_lock_that_is_not_a_file_is_one_line(tmp_path, kind):
     run_dir = tmp_path / "run"
@@ -152,6 +154,7 @@ def test_a_config_value_names_one_path_component(value):
     assert path_component(value) == name and (value == name) == (value == "x")
 
 
+@pytest.mark.slow
 def test_a_step_name_cannot_move_the_run_outside_outputs(tmp_path):
     done = cli("+step=baseline", "step.name=../../../../escaped", *ONE_EPOCH, cwd=tmp_path, env_extra={
         "PYTHONPATH": str(ROOT)})
@@ -294,6 +297,7 @@ def test_commands_refuse_misspelt_groups_and_never_write_over_a_run(tmp_path, ca
 
 
 # ------------------------------------------------------------------------------- sweeps, OS errors, resumes
+@pytest.mark.slow
 def test_a_bad_value_in_any_job_of_a_sweep_stops_it_before_the_first(tmp_path):
     sweep = tmp_path / "sweep"
     done = cli("-m", "seed=0,1,2,3,x", *SMOKE, f"hydra.sweep.dir={sweep}")
@@ -304,6 +308,7 @@ def test_a_bad_value_in_any_job_of_a_sweep_stops_it_before_the_first(tmp_path):
     assert not list(sweep.rglob("result.json"))
 
 
+@pytest.mark.slow
 def test_a_refused_command_leaves_the_finished_runs_hydra_files(tmp_path):
     run_dir = tmp_path / "run"
     assert cli(*ONE_EPOCH, f"hydra.run.dir={run_dir}").returncode == 0
@@ -314,6 +319,7 @@ def test_a_refused_command_leaves_the_finished_runs_hydra_files(tmp_path):
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["too_long", "under_a_file"])
 def test_a_run_dir_the_os_refuses_is_one_line_at_start_up(tmp_path, where):
     (tmp_path / "file").write_text("")
@@ -330,6 +336,7 @@ def _limit_file_size():  # a write past 1 MiB fails as on a full disk (EFBIG rat
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
+@pytest.mark.slow
 def test_a_failed_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path):
     import subprocess
     import sys
@@ -348,6 +355,7 @@ def test_a_failed_write_is_one_line_naming_the_file_and_the_run_resumes(tmp_path
     assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_damaged_best_checkpoint_stops_the_resume(tmp_path):
     run_dir = tmp_path / "run"
     args = [*ONE_EPOCH, "budget.epochs=2", f"hydra.run.dir={run_dir}"]
@@ -395,6 +403,7 @@ def test_robustness_names_a_damaged_run_and_evaluates_the_others(tmp_path, capsy
     assert json.loads((good / "result.json").read_text())["robustness"]["corruptions"] == ["snow"]
 
 
+@pytest.mark.slow
 def test_a_recipe_file_missing_a_key_is_one_line_naming_it(tmp_path):
     (tmp_path / "recipe").mkdir()
     modern = (ROOT / "conf" / "recipe" / "modern.yaml").read_text()

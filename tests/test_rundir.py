@@ -9,8 +9,8 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from ablate.config import (CONF_DIR, NOT_IDENTITY, NOT_IDENTITY_KEYS, EvalConfig, TrainConfig, compose_config,
-                           run_config, run_dirname)
+from ablate.config import (CONF_DIR, NOT_IDENTITY, NOT_IDENTITY_KEYS, EvalConfig, LoggerConfig, TrainConfig,
+                           compose_config, run_config, run_dirname)
 from ablate.io import atomic_write_text
 from ablate.record import RESULT
 from ablate.rundir import RunDirConflict, RunDirLock
@@ -21,13 +21,13 @@ from helpers import SMOKE, cli, killed_after, start_cli
 
 
 def test_directory_name_leaves_out_exactly_what_identity_leaves_out():
-    """Hydra's override_dirname must drop every key outside a run's identity (train.*, eval.*) and keep every
-    key inside it; the groups a run directory is already filed under (step, regime, ...) are dropped too."""
+    """Hydra's override_dirname must drop every key outside a run's identity (train.*, eval.*, logger) and keep
+    every key inside it; the groups a run directory is already filed under (step, regime, ...) are dropped too."""
     excluded = set(OmegaConf.load(CONF_DIR / "config.yaml").hydra.job.config.override_dirname.exclude_keys)
-    outside = {f"{group}.{f.name}" for group, cls in (("train", TrainConfig), ("eval", EvalConfig))
+    outside = {f"{cls.PREFIX}.{f.name}" for cls in (TrainConfig, EvalConfig, LoggerConfig)
                for f in dataclasses.fields(cls)}
-    assert set(NOT_IDENTITY) == {"train", "eval", "hydra"}
-    groups = {"step", "undo", "only", "regime", "experiment", "sweep", "launcher"}
+    assert set(NOT_IDENTITY) == {"train", "eval", "logger", "hydra"}
+    groups = {"step", "undo", "only", "regime", "experiment", "sweep", "launcher", "logger"}
     assert excluded == outside | groups | set(NOT_IDENTITY_KEYS) | {"hydra.run.dir", "hydra.sweep.dir"}
 
 

@@ -85,6 +85,7 @@ def test_what_the_nets_do_not_have_is_one_line():
         timm.create_model("ablate_r50_kernel", drop_rate=0.1, **SMALL)
 
 
+@pytest.mark.slow
 def test_a_timm_script_runs_with_the_steps_registered(tmp_path):
     """`python -m ablate.timm_models SCRIPT ARGS` runs SCRIPT as __main__ with its argv (as timm's train.py,
     validate.py and benchmark.py are run)."""
@@ -98,6 +99,7 @@ def test_a_timm_script_runs_with_the_steps_registered(tmp_path):
     assert out.stdout.split() == ["__main__", "3"] and "Overwriting" not in out.stderr
 
 
+@pytest.mark.slow
 def test_the_registry_composes_no_config_until_a_model_is_made():
     """Importing the hook registers names only (38 compositions would take seconds); a model's config is
     composed when it is made."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Literal
 from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
 
 from ..cli import Command, one_line
-from ..config import CommandOptions
+from ..config import LOGGERS, CommandOptions, LoggerConfig
 from ..errors import ConfigError
 from ..io import atomic_write_bytes, path_component
 from ..provenance import provenance, write_csv
@@ -36,11 +37,13 @@ def _figure_suffix(key: tuple, keys: list[tuple]) -> str:
     return "-" + path_component("-".join(str(k) for k in parts))
 
 
-def _save_figure(fig, path: Path) -> None:
+def _save_figure(fig, path: Path) -> Path:
+    """Writes the figure as PNG and SVG; returns the PNG's path."""
     for ext in ("png", "svg"):
         buf = BytesIO()
         fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
         atomic_write_bytes(path.parent / f"{path.name}.{ext}", buf.getvalue())  # names may hold dots (x0.25)
+    return path.parent / f"{path.name}.png"
 
 
 def read_bench(bench_csv: str | Path, mode: str = "train") -> pd.DataFrame:
@@ -70,8 +73,10 @@ def with_bench(summary: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
                          on=["regime", "step"], how="left")
 
 
-def report(root: str | Path, out: str | Path | None = None, bench: str | Path | None = None) -> dict:
-    """Writes every output; returns the runs, the summary and the problems."""
+def report(root: str | Path, out: str | Path | None = None, bench: str | Path | None = None,
+           logger: LoggerConfig = LoggerConfig()) -> dict:
+    """Writes every output (and shows the figures and tables in `logger`'s tracker); returns the runs, the summary
+    and the problems."""
     if not Path(root).is_dir():
         what = "is a file" if Path(root).exists() else "does not exist"
         raise NotADirectoryError(f"report directory {root} {what}; expected a directory holding run records")
@@ -90,19 +95,24 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
     for name, table in (("runs", runs), ("summary", summary), ("problems", problem_table)):
         write_csv(table, out / f"{name}.csv", float_format="%.6g", prov=prov)
     settings = list(summary.groupby(SETTING, sort=False))
+    figures = []
     for key, part in settings:
         suffix = _figure_suffix(key, [k for k, _ in settings])
-        _save_figure(roadmap_figure(part.reset_index(drop=True)), out / f"roadmap{suffix}")
-        _save_figure(trajectory_figure(part.reset_index(drop=True)), out / f"trajectory{suffix}")
+        figures.append(_save_figure(roadmap_figure(part.reset_index(drop=True)), out / f"roadmap{suffix}"))
+        figures.append(_save_figure(trajectory_figure(part.reset_index(drop=True)), out / f"trajectory{suffix}"))
         if part.mca_mean.notna().any():
             in_setting = runs[same_setting(runs, dict(zip(SETTING, key)))]
-            _save_figure(corruption_heatmap(in_setting, part.reset_index(drop=True)), out / f"corruptions{suffix}")
+            figures.append(_save_figure(corruption_heatmap(in_setting, part.reset_index(drop=True)),
+                                        out / f"corruptions{suffix}"))
     by_budget = [k for k in SETTING if k != "budget_epochs"]
     budget_settings = list(summary.groupby(by_budget, sort=False))
     for key, part in budget_settings:
         if part.budget_epochs.nunique() > 1:
             suffix = _figure_suffix(key, [k for k, _ in budget_settings])
-            _save_figure(budget_figure(part.reset_index(drop=True)), out / f"budgets{suffix}")
+            figures.append(_save_figure(budget_figure(part.reset_index(drop=True)), out / f"budgets{suffix}"))
+    if logger.name != "none":
+        from ..trackers import log_report  # the tracker's library (torch, for TensorBoard) only when asked for
+        log_report(logger, out, figures, {"summary": summary, "problems": problem_table})
     agreement = {key: rank_agreement(part) for key, part in settings}
     return {"runs": runs, "summary": summary, "problems": problems, "out": out, "agreement": agreement}
 
@@ -111,13 +121,15 @@ def report(root: str | Path, out: str | Path | None = None, bench: str | Path | 
 class ReportOptions(CommandOptions):
     out: str | None = None      # where the tables and figures go (default: DIR)
     bench: str | None = None    # an ablate.bench CSV for the figure's speed panel
+    logger: Literal[LOGGERS] = "none"  # also show it there (one run per report)
 
 
 COMMAND = Command(
     "python -m ablate.report", "Tables, problems and figures from every result.json under DIR.", ReportOptions,
     positional=("DIR",),
     examples=("python -m ablate.report multirun/r50",
-              "python -m ablate.report multirun/cifar10_proxy/r50 out=results/cifar10_proxy"))
+              "python -m ablate.report multirun/cifar10_proxy/r50 out=results/cifar10_proxy",
+              "python -m ablate.report multirun/r50 logger=tensorboard"))
 
 
 def _print_report(result: dict) -> None:
@@ -141,4 +153,5 @@ def _print_report(result: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    return COMMAND.main(argv, lambda root, options, _: _print_report(report(root, options.out, options.bench)))
+    return COMMAND.main(argv, lambda root, options, _: _print_report(
+        report(root, options.out, options.bench, LoggerConfig(name=options.logger))))

@@ -1,0 +1,234 @@
+"""Experiment trackers (`logger=tensorboard|wandb|mlflow`, conf/logger/): a run's per-epoch metrics and final
+numbers, and a report's figures and summary table, also shown where researchers watch training.
+
+result.json stays the record; a tracker is a view of it. So a tracker never decides what a run is (the logger group
+is outside the identity and the directory name), runs on the main process only, and never stops a run: its first
+import or write failure is one warning line, and the run goes on without it. The tracker's step is the epoch, and
+an epoch is logged once its checkpoint is written, so a resumed run continues the same tracker run and logs each
+epoch once."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from .cli import one_line
+from .config import LoggerConfig
+
+MLFLOW_PARAMS_PER_CALL = 100  # MLflow's limit on the params of one log_batch
+
+
+def scalars(metrics: dict) -> dict[str, float]:
+    """An epoch of the record's history as tracker scalars: train_loss -> train/loss, val_top1 -> val/top1, lr."""
+    out = {}
+    for key, value in metrics.items():
+        if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        split, _, name = key.partition("_")
+        out[f"{split}/{name}" if split in ("train", "val") and name else key] = float(value)
+    return out
+
+
+def flat(tree: dict, prefix: str = "") -> dict[str, str | int | float | bool]:
+    """A nested config as dotted keys with plain values (lists as text), as trackers take hyperparameters."""
+    out: dict = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, (str, int, float, bool)) else str(value)
+    return out
+
+
+class Tracker:
+    """No tracker (logger=none, and every process but the main one): each call does nothing."""
+
+    def epoch(self, metrics: dict) -> None:
+        """One finished epoch (an entry of the record's history)."""
+
+    def finish(self, final: dict[str, float]) -> None:
+        """The run's final numbers; the tracker run is marked finished."""
+
+    def close(self) -> None:
+        """Flushes and lets go (also after a failed run)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Guarded(Tracker):
+    """A tracker backend whose first failure (its import included) is one warning line; then it is dropped."""
+
+    def __init__(self, name: str, open_backend):
+        self.name, self.backend = name, None
+        self._call(lambda: setattr(self, "backend", open_backend()))
+
+    def _call(self, fn) -> None:
+        if self.name is None:
+            return
+        try:
+            fn()
+        except ImportError as e:
+            self._drop(f"cannot import it ({one_line(e)}); pip install 'ablate[{self.name}]'")
+        except Exception as e:  # a tracker is never worth a run: whatever it raises
+            self._drop(f"{type(e).__name__}: {one_line(e)}")
+
+    def _drop(self, why: str) -> None:
+        print(f"warning: logger={self.name}: {why}; the run goes on without it", file=sys.stderr)
+        self.name = None
+
+    def epoch(self, metrics: dict) -> None:
+        self._call(lambda: self.backend.epoch(metrics["epoch"], scalars(metrics)))
+
+    def finish(self, final: dict[str, float]) -> None:
+        self._call(lambda: self.backend.finish(final))
+
+    def close(self) -> None:
+        self._call(lambda: self.backend.close())
+
+
+def open_tracker(cfg: LoggerConfig, identity: dict, identity_hash: str, out: Path, sweep_dir: Path | None,
+                 resumed_epoch: int, is_main: bool) -> Tracker:
+    """The run's tracker: `out` is its run directory, `sweep_dir` the multirun's directory (None for a single
+    run), `resumed_epoch` the epochs already logged."""
+    if cfg.name == "none" or not is_main:
+        return Tracker()
+    backend = {"tensorboard": _TensorBoard, "wandb": _WandB, "mlflow": _MLflow}[cfg.name]
+    return _Guarded(cfg.name, lambda: backend(cfg, identity, identity_hash, Path(out), sweep_dir or Path(out),
+                                              resumed_epoch))
+
+
+def _run_id(*parts) -> str:
+    """A tracker run id for one run directory (a rerun of an identity elsewhere is another tracker run)."""
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+class _TensorBoard:
+    def __init__(self, cfg, identity, identity_hash, out, sweep_dir, resumed_epoch):
+        from torch.utils.tensorboard import SummaryWriter
+        # purge_step: anything an earlier segment logged past its last checkpoint is dropped on reading
+        self.writer = SummaryWriter(str(out / "tensorboard" / identity_hash),
+                                    purge_step=resumed_epoch + 1 if resumed_epoch else None)
+        self.hparams = flat(identity)
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, epoch)
+        self.writer.flush()  # a killed run keeps what it logged
+
+    def finish(self, final: dict[str, float]) -> None:
+        self.writer.add_hparams(self.hparams, {f"final/{k}": v for k, v in final.items()}, run_name=".")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _WandB:
+    def __init__(self, cfg, identity, identity_hash, out, sweep_dir, resumed_epoch):
+        import wandb
+        self.run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(out), name=identity_hash,
+                              id=_run_id(identity_hash, out.resolve()), resume="allow", config=identity,
+                              settings=wandb.Settings(console="off", silent=True))
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        self.run.log({**values, "epoch": epoch}, step=epoch)
+
+    def finish(self, final: dict[str, float]) -> None:
+        self.run.summary.update({f"final/{k}": v for k, v in final.items()})
+        self.run.finish()
+
+    def close(self) -> None:
+        self.run.finish()  # a no-op once finished
+
+
+class _MLflow:
+    """One MLflow run per run directory (found again by its tag when the run resumes)."""
+
+    def __init__(self, cfg, identity, identity_hash, out, sweep_dir, resumed_epoch):
+        self.client, experiment = _mlflow_experiment(cfg, sweep_dir)
+        from mlflow.entities import Param
+        run_dir = str(out.resolve())
+        found = self.client.search_runs([experiment], filter_string=f"tags.run_dir = '{_quoted(run_dir)}'",
+                                        max_results=1)
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        self.run_id = self.client.create_run(experiment, run_name=identity_hash, tags={
+            "run_dir": run_dir, "identity_hash": identity_hash}).info.run_id
+        params = [Param(k, str(v)) for k, v in flat(identity).items()]
+        for i in range(0, len(params), MLFLOW_PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=params[i:i + MLFLOW_PARAMS_PER_CALL])
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()])
+
+    def finish(self, final: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(f"final/{k}", v, now, 0) for k, v in final.items()])
+        self.client.set_terminated(self.run_id)
+
+    def close(self) -> None:
+        pass  # every call above is written through
+
+
+def _mlflow_experiment(cfg: LoggerConfig, root: Path):
+    """(client, experiment id) of logger.project in the tracking store (default: a local file store root/mlruns)."""
+    # MLflow 3 keeps the file store in maintenance mode behind this switch; a local file store is what it is for here
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=cfg.tracking_uri or (root / "mlruns").resolve().as_uri())
+    experiment = client.get_experiment_by_name(cfg.project)
+    return client, experiment.experiment_id if experiment else client.create_experiment(cfg.project)
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+# ------------------------------------------------------------------------------------------------ reports
+def log_report(cfg: LoggerConfig, out: Path, figures: list[Path], tables: dict) -> None:
+    """A report's figures (PNG files) and tables (name -> DataFrame) as one tracker run per report directory
+    (the same run again when the report is redrawn); a failure is one warning line, the report stands."""
+    _Guarded(cfg.name, lambda: {"tensorboard": _report_tensorboard, "wandb": _report_wandb,
+                                "mlflow": _report_mlflow}[cfg.name](cfg, Path(out), figures, tables))
+
+
+def _report_tensorboard(cfg, out, figures, tables):
+    from matplotlib.image import imread
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(out / "tensorboard" / "report")) as writer:
+        for path in figures:
+            writer.add_image(path.stem, imread(path)[..., :3], dataformats="HWC")
+        for name, table in tables.items():  # four leading spaces: a Markdown code block keeps the columns
+            writer.add_text(name, "\n".join("    " + line for line in table.to_string(index=False).splitlines()))
+
+
+def _report_wandb(cfg, out, figures, tables):
+    import wandb
+    run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(out), name=f"report {out.name}",
+                     id=_run_id("report", out.resolve()), resume="allow", job_type="report",
+                     settings=wandb.Settings(console="off", silent=True))
+    run.log({**{p.stem: wandb.Image(str(p)) for p in figures},
+             **{name: wandb.Table(dataframe=t.astype(str)) for name, t in tables.items()}})
+    run.finish()
+
+
+def _report_mlflow(cfg, out, figures, tables):
+    client, experiment = _mlflow_experiment(cfg, out)
+    tag = str(out.resolve())
+    found = client.search_runs([experiment], filter_string=f"tags.report_dir = '{_quoted(tag)}'", max_results=1)
+    run_id = found[0].info.run_id if found else client.create_run(
+        experiment, run_name=f"report {out.name}", tags={"report_dir": tag}).info.run_id
+    for path in [*figures, *(out / f"{name}.csv" for name in tables)]:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
