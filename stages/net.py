@@ -88,6 +88,21 @@ class Net(nn.Module):
                 if isinstance(m, Block) and isinstance(m.last_norm(), nn.BatchNorm2d):
                     nn.init.zeros_(m.last_norm().weight)
 
+    # timm's classifier API, which its train.py, validate.py and benchmark.py read off a model
+    @property
+    def num_classes(self) -> int:
+        fc = self.head.fc if isinstance(self.head, Head) else None  # no head: pruned for features_only
+        return fc.out_features if isinstance(fc, nn.Linear) else 0
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier for `num_classes` (0: none, the pooled features out), as timm's models do."""
+        fc = self.head.fc
+        self.head.fc = nn.Linear(fc.in_features, num_classes).to(fc.weight) if num_classes > 0 else nn.Identity()
+        self.cfg = self.cfg.replace(num_classes=num_classes) if num_classes > 0 else self.cfg
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x.contiguous(memory_format=self.memory_format)))
 

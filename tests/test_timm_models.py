@@ -40,6 +40,21 @@ def test_create_model_builds_the_step_as_its_config_composes_it(name):
 
 
 @pytest.mark.parametrize("step", ["baseline", "separate_downsampling"])
+def test_the_classifier_api_timms_scripts_read(step):
+    """timm's train.py, validate.py and benchmark.py read num_classes and swap the classifier (tried: all three
+    ran with the steps registered once these existed; benchmark.py failed on a missing num_classes before)."""
+    model = timm.create_model(f"ablate_r50_{step}", **SMALL).eval()
+    assert model.num_classes == 7 and model.get_classifier() is model.head.fc
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        pooled = model.head.fc.in_features
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3) and model.num_classes == 3 == model.cfg.num_classes
+        model.reset_classifier(0)
+        assert model(x).shape == (2, pooled) and model.num_classes == 0
+
+
+@pytest.mark.parametrize("step", ["baseline", "separate_downsampling"])
 def test_features_only_gives_each_stage_as_the_net_computes_it(step):
     net = timm.create_model(f"ablate_r50_{step}", **SMALL).eval()
     features = timm.create_model(f"ablate_r50_{step}", features_only=True, out_indices=(1, 2, 3), **SMALL).eval()
