@@ -10,6 +10,7 @@ provenance (`--help` lists the keys).
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +30,8 @@ from stages.forms import forms_in_use
 
 from .autotune import pick_forms
 from .cli import Command
-from .config import CommandOptions, TrainConfig, check_top_level_keys, compose_jobs, net_config, run_config
+from .config import (CommandOptions, TrainConfig, check_top_level_keys, compose_jobs, dotted, net_config,
+                     run_config)
 from .device import autocast, describe_device, pick_device, torch_threads
 from .distributed import World
 from .engine import TrainingState, build_training, train_step
@@ -83,12 +85,16 @@ def compose_bench(overrides: list[str]) -> dict[str, DictConfig]:
 def job_names(configs: list[DictConfig]) -> list[str]:
     """Each job's name: its step, and where jobs share a step (`train.pointwise_form=conv,linear`), the values
     that tell them apart, so that no job's numbers stand under another's name."""
-    flat = pd.json_normalize([OmegaConf.to_container(c, resolve=True) for c in configs]).astype(str)
+    # each value as text, null as `null` (pandas' NaN for it went uncounted, and 4 jobs ran as 2)
+    flat = pd.DataFrame([{k: v if isinstance(v, str) else json.dumps(v)
+                          for k, v in dotted(OmegaConf.to_container(c, resolve=True)).items()} for c in configs])
     names = []
     for i, cfg in enumerate(configs):
         same = flat[[c.step.name == cfg.step.name for c in configs]]
         varying = [k for k in same.columns if same[k].nunique() > 1]
         names.append(" ".join([cfg.step.name, *(f"{k}={flat.at[i, k]}" for k in varying)]))
+    if len(set(names)) < len(names):
+        raise ConfigError(f"two bench jobs would share a name ({', '.join(names)}); their rows would be mixed")
     return names
 
 

@@ -421,6 +421,17 @@ def setting_hash(raw: dict) -> str:
     return _hash(shared)
 
 
+def dotted(tree: dict, prefix: str = "") -> dict:
+    """A nested config as {dotted key: value} (`net.kernel_size`), values as they are."""
+    out: dict = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .cli import one_line
-from .config import LoggerConfig
+from .config import LoggerConfig, dotted
 
 MLFLOW_PARAMS_PER_CALL = 100  # MLflow's limit on the params of one log_batch
 
@@ -31,15 +31,9 @@ def scalars(metrics: dict) -> dict[str, float]:
     return out
 
 
-def flat(tree: dict, prefix: str = "") -> dict[str, str | int | float | bool]:
-    """A nested config as dotted keys with plain values (lists as text), as trackers take hyperparameters."""
-    out: dict = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value if isinstance(value, (str, int, float, bool)) else str(value)
-    return out
+def flat(tree: dict) -> dict[str, str | int | float | bool]:
+    """A nested config as dotted keys with plain values (lists and null as text), as trackers take hyperparameters."""
+    return {k: v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in dotted(tree).items()}
 
 
 class Tracker:

@@ -58,6 +58,10 @@ def test_jobs_of_one_step_keep_their_own_numbers(tmp_path):
     jobs = compose_bench(["+step=separate_downsampling", "train.pointwise_form=conv,linear", "seed=0"])
     assert list(jobs) == ["separate_downsampling train.pointwise_form=conv",
                           "separate_downsampling train.pointwise_form=linear"]
+    # a null beside a value tells jobs apart too (once dropped as NaN, and 4 jobs ran as 2)
+    assert list(compose_bench(["+step=baseline,recipe", "net.layer_scale_init=null,1e-6"])) == [
+        "baseline net.layer_scale_init=null", "baseline net.layer_scale_init=1e-06",
+        "recipe net.layer_scale_init=null", "recipe net.layer_scale_init=1e-06"]
     table = bench("+step=separate_downsampling", "train.pointwise_form=conv,linear", "modes=[infer]", *TINY_BENCH,
                   "budget.width_multiplier=0.25", f"out={tmp_path / 'b.csv'}")
     assert list(table.job) == list(jobs) and list(table.step) == ["separate_downsampling"] * 2
