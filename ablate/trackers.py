@@ -125,10 +125,7 @@ class _TensorBoard:
 
 class _WandB:
     def __init__(self, cfg, identity, identity_hash, out, sweep_dir, resumed_epoch):
-        import wandb
-        self.run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(out), name=identity_hash,
-                              id=_run_id(identity_hash, out.resolve()), resume="allow", config=identity,
-                              settings=wandb.Settings(console="off", silent=True))
+        self.run = _wandb_run(cfg, out, identity_hash, _run_id(identity_hash, out.resolve()), config=identity)
 
     def epoch(self, epoch: int, values: dict[str, float]) -> None:
         self.run.log({**values, "epoch": epoch}, step=epoch)
@@ -141,21 +138,23 @@ class _WandB:
         self.run.finish()  # a no-op once finished
 
 
+def _wandb_run(cfg: LoggerConfig, out: Path, name: str, run_id: str, **kwargs):
+    """The W&B run `run_id` in logger.project (resumed if it exists), its files under `out`, its console left alone."""
+    import wandb
+    return wandb.init(project=cfg.project, mode=cfg.mode, dir=str(out), name=name, id=run_id, resume="allow",
+                      settings=wandb.Settings(console="off", silent=True), **kwargs)
+
+
 class _MLflow:
     """One MLflow run per run directory (found again by its tag when the run resumes)."""
 
     def __init__(self, cfg, identity, identity_hash, out, sweep_dir, resumed_epoch):
-        self.client, experiment = _mlflow_experiment(cfg, sweep_dir)
         from mlflow.entities import Param
-        run_dir = str(out.resolve())
-        found = self.client.search_runs([experiment], filter_string=f"tags.run_dir = '{_quoted(run_dir)}'",
-                                        max_results=1)
+        self.client, self.run_id, found = _mlflow_run(cfg, sweep_dir, "run_dir", out, identity_hash,
+                                                      {"identity_hash": identity_hash})
         if found:
-            self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        self.run_id = self.client.create_run(experiment, run_name=identity_hash, tags={
-            "run_dir": run_dir, "identity_hash": identity_hash}).info.run_id
         params = [Param(k, str(v)) for k, v in flat(identity).items()]
         for i in range(0, len(params), MLFLOW_PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=params[i:i + MLFLOW_PARAMS_PER_CALL])
@@ -175,14 +174,20 @@ class _MLflow:
         pass  # every call above is written through
 
 
-def _mlflow_experiment(cfg: LoggerConfig, root: Path):
-    """(client, experiment id) of logger.project in the tracking store (default: a local file store root/mlruns)."""
+def _mlflow_run(cfg: LoggerConfig, root: Path, tag: str, directory: Path, name: str, tags: dict | None = None):
+    """(client, run id, found) of the MLflow run tagged `tag`=`directory` in logger.project, created if none is
+    (the tracking store's default: a local file store root/mlruns)."""
     # MLflow 3 keeps the file store in maintenance mode behind this switch; a local file store is what it is for here
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=cfg.tracking_uri or (root / "mlruns").resolve().as_uri())
     experiment = client.get_experiment_by_name(cfg.project)
-    return client, experiment.experiment_id if experiment else client.create_experiment(cfg.project)
+    experiment = experiment.experiment_id if experiment else client.create_experiment(cfg.project)
+    where = str(directory.resolve())
+    found = client.search_runs([experiment], filter_string=f"tags.{tag} = '{_quoted(where)}'", max_results=1)
+    if found:
+        return client, found[0].info.run_id, True
+    return client, client.create_run(experiment, run_name=name, tags={tag: where, **(tags or {})}).info.run_id, False
 
 
 def _quoted(text: str) -> str:
@@ -209,20 +214,14 @@ def _report_tensorboard(cfg, out, figures, tables):
 
 def _report_wandb(cfg, out, figures, tables):
     import wandb
-    run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(out), name=f"report {out.name}",
-                     id=_run_id("report", out.resolve()), resume="allow", job_type="report",
-                     settings=wandb.Settings(console="off", silent=True))
+    run = _wandb_run(cfg, out, f"report {out.name}", _run_id("report", out.resolve()), job_type="report")
     run.log({**{p.stem: wandb.Image(str(p)) for p in figures},
              **{name: wandb.Table(dataframe=t.astype(str)) for name, t in tables.items()}})
     run.finish()
 
 
 def _report_mlflow(cfg, out, figures, tables):
-    client, experiment = _mlflow_experiment(cfg, out)
-    tag = str(out.resolve())
-    found = client.search_runs([experiment], filter_string=f"tags.report_dir = '{_quoted(tag)}'", max_results=1)
-    run_id = found[0].info.run_id if found else client.create_run(
-        experiment, run_name=f"report {out.name}", tags={"report_dir": tag}).info.run_id
+    client, run_id, _ = _mlflow_run(cfg, out, "report_dir", out, f"report {out.name}")
     for path in [*figures, *(out / f"{name}.csv" for name in tables)]:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id)
