@@ -58,7 +58,7 @@ class Net(nn.Module):
         self.cfg = cfg
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.stem = Stem(cfg)
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()  # floats, even on meta
         stages, in_chs = [], cfg.stem_width
         for i, (depth, out_chs) in enumerate(zip(cfg.depths, cfg.stage_widths)):
             start = sum(cfg.depths[:i])

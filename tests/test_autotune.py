@@ -27,8 +27,9 @@ def proxy_net(step: str):
     return build_net(run.net), (8, 3, run.data.image_size, run.data.image_size)
 
 
-def slow_down(monkeypatch, cls, form: str, seconds: float = 0.01) -> None:
-    """Makes `form` of every `cls` layer slower by `seconds` a call."""
+def slow_down(monkeypatch, cls, form: str, seconds: float = 0.003) -> None:
+    """Makes `form` of every `cls` layer slower by `seconds` a call (3 ms: many times a smoke-size layer's call,
+    and the trials' sleeping, most of these tests' time, stays short)."""
     forward = cls.forward
 
     def slowed(self, x):
