@@ -2,6 +2,11 @@
 (measured seconds as `python -m ablate.plan measured=DIR` counts them), prints the README's table rows and counts.
 
     python results/plan/compare.py results/plan/cifar10_proxy_8ep_cpu.csv results/cifar10_proxy_3seeds/runs/8ep
+    python results/plan/compare.py results/imagenette_budget/plan.csv results/imagenette_proxy/runs/sweep \
+        image_size=96 epochs=16
+
+With COLUMN=VALUE filters, the plan rows they select are joined by step and seed instead of identity (for a plan
+made before a change of the identity's definition, as the Imagenette one was).
 """
 import sys
 from pathlib import Path
@@ -11,16 +16,20 @@ import pandas as pd
 from ablate.plan import measured_wall
 from ablate.rundir import RESULT, read_record
 
-plan_csv, runs = sys.argv[1], Path(sys.argv[2])
+plan_csv, runs, filters = sys.argv[1], Path(sys.argv[2]), dict(a.split("=", 1) for a in sys.argv[3:])
 measured = measured_wall(runs)
-started = {}  # identity_hash: (start of the first segment, number of segments)
-for path in runs.rglob(RESULT):
-    record = read_record(path)
-    started[record["identity_hash"]] = (record["segments"][0]["provenance"]["date"], len(record["segments"]))
-table = pd.read_csv(plan_csv, comment="#").drop(columns=["measured_s", "predicted_over_measured"], errors="ignore")
-table = table[table.identity_hash.isin(measured)].copy()
-table["measured_s"] = table.identity_hash.map(measured)
-table["start"], table["segments"] = zip(*table.identity_hash.map(started))
+jobs = pd.DataFrame([{"written_hash": r.identity_hash, "identity_hash": r.current_identity_hash, "step": r.step["name"], "seed": r.seed,
+                      "measured_s": measured[r.current_identity_hash], "start": r.segments[0]["provenance"]["date"],
+                      "segments": len(r.segments)}
+                     for r in map(read_record, runs.rglob(RESULT)) if r.finished])
+plan = pd.read_csv(plan_csv, comment="#").drop(columns=["measured_s", "predicted_over_measured"], errors="ignore")
+for column, value in filters.items():
+    plan = plan[plan[column].astype(str) == value]
+by_hash = jobs.drop(columns=["step", "seed"])  # the plan's hash is the one its code computed: as written, or today's
+table = (plan.drop(columns="identity_hash").merge(jobs, on=["step", "seed"]) if filters else
+         pd.concat([plan.merge(by_hash.drop(columns="written_hash"), on="identity_hash"),
+                    plan.merge(by_hash.drop(columns="identity_hash").rename(columns={"written_hash": "identity_hash"}),
+                               on="identity_hash")]).drop_duplicates(["identity_hash"]))
 table["ratio"] = table.job_s / table.measured_s
 print("| step | seed | predicted min | measured min | predicted / measured | started (UTC) | segments |")
 print("|---|---|---|---|---|---|---|")
