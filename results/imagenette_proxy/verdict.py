@@ -26,7 +26,7 @@ def summary(folder: Path, **where) -> pd.DataFrame:
 
 
 def sign(x: float) -> int:
-    return (x > 0) - (x < 0)
+    return int(x > 0) - int(x < 0)
 
 
 def disagreement_verdict(cifar: pd.Series, ours: pd.Series) -> str:
