@@ -18,11 +18,16 @@ DISAGREEMENTS = ("patchify_stem", "gelu", "fewer_norms", "layer_norm")  # as the
 MOVE_UP = "move_up_dwconv"
 
 
-def summary(folder: Path, **where) -> pd.DataFrame:
-    table = pd.read_csv(folder / "summary.csv", comment="#")
+def table(folder: Path, name: str, **where) -> pd.DataFrame:
+    """A committed CSV of a results folder, its rows where every `column=value` of `where` holds."""
+    rows = pd.read_csv(folder / name, comment="#")
     for key, value in where.items():
-        table = table[table[key] == value]
-    return table.set_index("step")
+        rows = rows[rows[key] == value]
+    return rows
+
+
+def waits(seeds: float) -> str:
+    return f"waits ({seeds:.0f} of {SEEDS} seeds)"
 
 
 def sign(x: float) -> int:
@@ -31,7 +36,7 @@ def sign(x: float) -> int:
 
 def disagreement_verdict(cifar: pd.Series, ours: pd.Series) -> str:
     if ours.paired_seeds < SEEDS:
-        return f"waits ({ours.paired_seeds:.0f} of {SEEDS} seeds)"
+        return waits(ours.paired_seeds)
     if not resolved(ours.delta_top1, ours.delta_top1_ci):
         return "undecided"
     if sign(ours.delta_top1) == sign(cifar.paper_delta_top1):
@@ -41,7 +46,7 @@ def disagreement_verdict(cifar: pd.Series, ours: pd.Series) -> str:
 
 def move_up_verdict(cifar: pd.Series, ours: pd.Series) -> str:
     if ours.paired_seeds < SEEDS:
-        return f"waits ({ours.paired_seeds:.0f} of {SEEDS} seeds)"
+        return waits(ours.paired_seeds)
     low, high = ours.delta_top1 - ours.delta_top1_ci, ours.delta_top1 + ours.delta_top1_ci
     if low > cifar.delta_top1:
         return "the proxy's"
@@ -51,9 +56,7 @@ def move_up_verdict(cifar: pd.Series, ours: pd.Series) -> str:
 
 def endpoint_delta(folder: Path, **where) -> dict:
     """ConvNeXt-T's top-1 minus the modern-recipe ResNet-50's, paired over the seeds both have."""
-    runs = pd.read_csv(folder / "runs.csv", comment="#").query("status == 'finished'")
-    for key, value in where.items():
-        runs = runs[runs[key] == value]
+    runs = table(folder, "runs.csv", status="finished", **where)
     return paired_delta(runs[runs.step == "separate_downsampling"], runs[runs.step == "recipe"])
 
 
@@ -64,14 +67,15 @@ def interval(delta: float, ci: float, seeds: float) -> str:
 
 
 def main() -> None:
-    cifar, ours = summary(CIFAR, budget_epochs=CIFAR_EPOCHS), summary(HERE)
+    cifar = table(CIFAR, "summary.csv", budget_epochs=CIFAR_EPOCHS).set_index("step")
+    ours = table(HERE, "summary.csv").set_index("step")
     rows = []
     for step in ours.index[ours.reference.notna()]:
         c, o = cifar.loc[step], ours.loc[step]
         verdict = (disagreement_verdict(c, o) if step in DISAGREEMENTS else
                    move_up_verdict(c, o) if step == MOVE_UP else "")
-        rows.append({"step": step, "cifar_delta": c.delta_top1, "cifar_ci": c.delta_top1_ci, "cifar_seeds": c.paired_seeds,
-                     "imagenette_delta": o.delta_top1, "imagenette_ci": o.delta_top1_ci,
+        rows.append({"step": step, "cifar_delta": c.delta_top1, "cifar_ci": c.delta_top1_ci,
+                     "cifar_seeds": c.paired_seeds, "imagenette_delta": o.delta_top1, "imagenette_ci": o.delta_top1_ci,
                      "imagenette_seeds": o.paired_seeds, "paper_delta": c.paper_delta_top1, "verdict": verdict})
     endpoint, cifar_endpoint = (endpoint_delta(HERE), endpoint_delta(CIFAR, budget_epochs=CIFAR_EPOCHS))
     rows.append({"step": "separate_downsampling vs recipe", "cifar_delta": cifar_endpoint["delta"],
@@ -79,12 +83,12 @@ def main() -> None:
                  "imagenette_delta": endpoint["delta"],
                  "imagenette_ci": endpoint["ci"], "imagenette_seeds": endpoint["paired_seeds"],
                  "verdict": ("beats" if endpoint["delta"] - endpoint["ci"] > 0 else "does not beat")
-                 if endpoint["paired_seeds"] >= SEEDS else f"waits ({endpoint['paired_seeds']} of {SEEDS} seeds)"})
-    table = pd.DataFrame(rows)
-    write_csv(table, HERE / "verdict.csv", command="python results/imagenette_proxy/verdict.py")
+                 if endpoint["paired_seeds"] >= SEEDS else waits(endpoint["paired_seeds"])})
+    verdicts = pd.DataFrame(rows)
+    write_csv(verdicts, HERE / "verdict.csv", command="python results/imagenette_proxy/verdict.py")
     print("| step | CIFAR-32 delta [95% CI] (seeds) | Imagenette delta [95% CI] (seeds) | paper delta | verdict |")
     print("|---|---|---|---|---|")
-    for r in table.itertuples():
+    for r in verdicts.itertuples():
         print(f"| `{r.step}` | {interval(r.cifar_delta, r.cifar_ci, r.cifar_seeds)} | "
               f"{interval(r.imagenette_delta, r.imagenette_ci, r.imagenette_seeds)} | "
               f"{'' if pd.isna(r.paper_delta) else f'{r.paper_delta:+.2f}'} | {r.verdict} |")

@@ -18,18 +18,19 @@ from ablate.rundir import RESULT, read_record
 
 plan_csv, runs, filters = sys.argv[1], Path(sys.argv[2]), dict(a.split("=", 1) for a in sys.argv[3:])
 measured = measured_wall(runs)
-jobs = pd.DataFrame([{"written_hash": r.identity_hash, "identity_hash": r.current_identity_hash, "step": r.step["name"], "seed": r.seed,
-                      "measured_s": measured[r.current_identity_hash], "start": r.segments[0]["provenance"]["date"],
-                      "segments": len(r.segments)}
+jobs = pd.DataFrame([{"identity_hash": r.current_identity_hash, "written_hash": r.identity_hash, "step": r.step["name"],
+                      "seed": r.seed, "measured_s": measured[r.current_identity_hash],
+                      "start": r.segments[0]["provenance"]["date"], "segments": len(r.segments)}
                      for r in map(read_record, runs.rglob(RESULT)) if r.finished])
 plan = pd.read_csv(plan_csv, comment="#").drop(columns=["measured_s", "predicted_over_measured"], errors="ignore")
 for column, value in filters.items():
     plan = plan[plan[column].astype(str) == value]
-by_hash = jobs.drop(columns=["step", "seed"])  # the plan's hash is the one its code computed: as written, or today's
-table = (plan.drop(columns="identity_hash").merge(jobs, on=["step", "seed"]) if filters else
-         pd.concat([plan.merge(by_hash.drop(columns="written_hash"), on="identity_hash"),
-                    plan.merge(by_hash.drop(columns="identity_hash").rename(columns={"written_hash": "identity_hash"}),
-                               on="identity_hash")]).drop_duplicates(["identity_hash"]))
+if filters:
+    table = plan.drop(columns="identity_hash").merge(jobs.drop(columns="written_hash"), on=["step", "seed"])
+else:  # the plan's hash is the one its code computed: the record's as written, or today's
+    by_hash = pd.concat([jobs.drop(columns="written_hash"),
+                         jobs.drop(columns="identity_hash").rename(columns={"written_hash": "identity_hash"})])
+    table = plan.merge(by_hash.drop(columns=["step", "seed"]).drop_duplicates("identity_hash"), on="identity_hash")
 table["ratio"] = table.job_s / table.measured_s
 print("| step | seed | predicted min | measured min | predicted / measured | started (UTC) | segments |")
 print("|---|---|---|---|---|---|---|")
