@@ -11,7 +11,8 @@
 # stream has finished is reused by the other, and a job it is running is refused by its run lock, which stops the
 # stream that asked.
 # Stream R (core R_CORE, seeds R_SEEDS in order): the first sitting's `baseline` jobs again, with robustness, into
-# rerun/ beside the sweep's folders (their committed records, which have none, are not touched).
+# rerun/ beside the sweep's folders (their committed records, which have none, are not touched), with the forms
+# the first runs' `auto` chose (train.pointwise_form=conv): with `auto`'s other choice a rerun ends elsewhere.
 set -u
 WT=${WT:-/work/sweep-wt}         # a frozen work tree (git worktree add WT REVISION)
 SWEEPS=${SWEEPS:-/work/sweeps}   # outside the work tree
@@ -45,7 +46,7 @@ job() {  # core, sweep half, step, seed
   fi
   echo "$(date -u +%FT%TZ) $3 seed=$4: starting"
   (cd "$WT" && taskset -c "$1" python -m ablate +experiment=imagenette_proxy +step="$3" seed="$4" \
-    eval.corruptions=imagenet_c eval.subset=500 train.threads=1 hydra.run.dir="'$out'")
+    eval.corruptions=imagenet_c eval.subset=500 train.threads=1 ${JOB_EXTRA:-} hydra.run.dir="'$out'")
 }
 
 stream() {  # core, then (half seed steps) triples
@@ -64,6 +65,6 @@ case " $STREAMS " in *" c "*)
   stream 0 a_seed2 2 inverted_bottleneck b_seed2 2 "$(echo "$LAST" | tr ' ' '\n' | tac | tr '\n' ' ')" \
     >> "$SWEEPS/logs/imagenette_c.log" 2>&1 & ;; esac
 case " $STREAMS " in *" r "*)
-  for seed in $R_SEEDS; do job "$R_CORE" rerun/$([ "$seed" = 0 ] && echo a || echo b)_seed$seed baseline "$seed" || break
+  for seed in $R_SEEDS; do JOB_EXTRA=train.pointwise_form=conv job "$R_CORE" rerun/$([ "$seed" = 0 ] && echo a || echo b)_seed$seed baseline "$seed" || break
   done >> "$SWEEPS/logs/imagenette_r$R_CORE.log" 2>&1 & ;; esac
 wait
