@@ -33,11 +33,52 @@ TUNING_ORDER = ("layer_norm", "batch_norm", "pointwise")
 
 
 def pick_forms(net: nn.Module, requested: dict[str, str], input_shape: tuple[int, ...], device: torch.device,
-               precision: str, training: bool, cache_path: str | None) -> dict:
-    """Sets the form of every tunable layer of `net`: the requested one, or with `auto` the fastest in a trial.
-    Returns what the record keeps: per kind, the setting and, for `auto`, each trial (signature, input shape,
-    how many layers, timings in ms, the choice, and whether it came from the cache)."""
+               precision: str, training: bool, cache_path: str | None, layout: bool | str = True) -> dict:
+    """Sets the form of every tunable layer of `net`: the requested one, or with `auto` the fastest in a trial;
+    with `layout=auto`, the forms are picked in both activation layouts and the two whole nets timed against each
+    other (`net.set_layout`). Returns what the record keeps: per kind, the setting and, for `auto`, each trial
+    (signature, input shape, how many layers, timings in ms, the choice, and whether it came from the cache); with
+    `layout=auto`, the layout trial too."""
     cache = FormCache(cache_path)
+    if layout != AUTO:
+        chosen = _pick_in_layout(net, requested, input_shape, device, precision, training, cache)
+    else:
+        chosen = _pick_layout(net, requested, input_shape, device, precision, training, cache)
+    cache.save()
+    return chosen
+
+
+LAYOUTS = {"channels_last": True, "contiguous": False}  # a trial's name of a layout -> Net.set_layout's argument
+
+
+def _pick_layout(net: nn.Module, requested: dict[str, str], input_shape, device, precision: str, training: bool,
+                 cache: "FormCache") -> dict:
+    picked = {}  # layout -> (its form trials, every tunable layer's form)
+    for name, nhwc in LAYOUTS.items():
+        net.set_layout(nhwc)
+        chosen = _pick_in_layout(net, requested, input_shape, device, precision, training, cache)
+        picked[name] = chosen, [dict(m.forms) for m in net.modules() if getattr(m, "forms", None)]
+
+    def use(target: nn.Module, name: str) -> None:
+        target.set_layout(LAYOUTS[name])
+        for m, forms in zip([m for m in target.modules() if getattr(m, "forms", None)], picked[name][1]):
+            m.forms.update(forms)
+
+    tried = json.dumps([repr(net), sorted((name, forms) for name, (_, forms) in picked.items())], default=str)
+    signature = f"{type(net).__name__}:{hashlib.sha256(tried.encode()).hexdigest()[:16]}"
+    key = cache.key(device, precision, training, "layout", signature, input_shape, AUTO)
+    entry = cache.get(key, "layout")
+    cached = entry is not None and entry["choice"] in LAYOUTS
+    if not cached:
+        entry = _time_net(net, list(LAYOUTS), use, input_shape, device, precision, training)
+        cache.put(key, entry)
+    use(net, entry["choice"])
+    return {**picked[entry["choice"]][0], "layout": {"setting": AUTO, "input": list(input_shape), **entry,
+                                                     "cached": cached}}
+
+
+def _pick_in_layout(net: nn.Module, requested: dict[str, str], input_shape, device, precision: str, training: bool,
+                    cache: "FormCache") -> dict:
     chosen = {}
     for kind in TUNING_ORDER:
         form = requested.get(kind, AUTO)
@@ -64,7 +105,6 @@ def pick_forms(net: nn.Module, requested: dict[str, str], input_shape: tuple[int
             and not (training and kind in EVAL_ONLY)]
     if auto:
         chosen["net"] = _net_trial(net, auto, input_shape, device, precision, training, cache)
-    cache.save()
     return chosen
 
 
@@ -90,36 +130,36 @@ def _net_trial(net: nn.Module, kinds: list[str], input_shape, device, precision:
     entry = cache.get(key, "net")
     cached = entry is not None and entry.get("choice") in candidates
     if not cached:
-        entry = _time_net(net, candidates, kinds, input_shape, device, precision, training) \
+        entry = _time_net(net, list(candidates), lambda trial, name: _assign(trial, kinds, candidates[name]),
+                          input_shape, device, precision, training) \
             if len(candidates) > 1 else {"ms": {}, "choice": "per_layer"}
         cache.put(key, entry)
-    for (layer, kind), form in zip(slots, candidates[entry["choice"]]):
-        layer.forms[kind] = form
+    _assign(net, kinds, candidates[entry["choice"]])
     return {"input": list(input_shape), "candidates": list(candidates), **entry, "cached": cached}
 
 
-def _time_net(net: nn.Module, candidates: dict, kinds: list[str], input_shape, device, precision: str,
+def _assign(net: nn.Module, kinds: list[str], assignment: tuple[str, ...]) -> None:
+    for (layer, kind), form in zip([(m, kind) for kind in kinds for m in tunable_layers(net, kind)], assignment):
+        layer.forms[kind] = form
+
+
+def _time_net(net: nn.Module, candidates: list[str], use, input_shape, device, precision: str,
               training: bool) -> dict:
-    """Milliseconds per whole-net call (forward and backward when training) of each candidate assignment, on a
-    copy of the net (its parameters, statistics and the global RNG untouched)."""
+    """Milliseconds per whole-net call (forward and backward when training) of each candidate (`use(copy,
+    name)` sets it on a copy), on a copy of the net (its parameters, statistics and the global RNG untouched)."""
     trial = copy.deepcopy(net).train(training)
-    slots = [(m, kind) for kind in kinds for m in tunable_layers(trial, kind)]
-    fmt = getattr(net, "memory_format", torch.contiguous_format)
-    x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device).contiguous(memory_format=fmt)
+    x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device)
 
     def call():
         with torch.set_grad_enabled(training), autocast(device, precision):
-            y = trial(x)
+            y = trial(x.contiguous(memory_format=getattr(trial, "memory_format", torch.contiguous_format)))
         if training:
             y.float().sum().backward()
             trial.zero_grad(set_to_none=True)
 
-    def use(name):
-        for (layer, kind), form in zip(slots, candidates[name]):
-            layer.forms[kind] = form
-
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # drop path draws
-        return _fastest(list(candidates), use, call, device, warmup=1, iters=NET_TRIAL_ITERS, digits=3)
+        return _fastest(candidates, lambda name: use(trial, name), call, device, warmup=1, iters=NET_TRIAL_ITERS,
+                        digits=3)
 
 
 def _group_layers(net: nn.Module, kind: str, input_shape, device, precision) -> dict[tuple, list[nn.Module]]:
@@ -224,11 +264,11 @@ class FormCache:
                            "train" if training else "eval", kind, signature, list(shape)])
 
     def get(self, key: str, kind: str) -> dict | None:
-        """The cached trial of `key`; for a layer kind only a choice among its forms, for the net (kind `net`) a
-        candidate's name, which the caller checks."""
+        """The cached trial of `key`; for a layer kind only a choice among its forms, for the net (kinds `net` and
+        `layout`) a candidate's name, which the caller checks."""
         entry = self.entries.get(key)
         ok = isinstance(entry, dict) and isinstance(entry.get("choice"), str) and \
-            (kind == "net" or entry["choice"] in FORMS[kind])
+            (kind not in FORMS or entry["choice"] in FORMS[kind])
         return {"ms": entry.get("ms", {}), "choice": entry["choice"]} if ok else None
 
     def put(self, key: str, entry: dict) -> None:

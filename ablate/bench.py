@@ -122,14 +122,15 @@ class Runner:
         self.bench, self.device, self.mode, self.batch = bench, device, mode, batch
         self.precision = settings.precision
         ours = isinstance(model, Net)
-        nhwc = settings.channels_last if ours else bench.timm_channels_last
+        nhwc = settings.starts_channels_last if ours else bench.timm_channels_last
         fmt = torch.channels_last if nhwc else torch.contiguous_format  # model and input, as timm's --channels-last
         self.model = model.to(device, memory_format=fmt).train(mode == "train")
         size = bench.image_size
         self.net = model if ours else None  # the net whose layer forms the row names
         if ours:
             pick_forms(model, settings.forms, (batch, 3, size, size), device, settings.precision, training=mode == "train",
-                       cache_path=settings.forms_cache)
+                       cache_path=settings.forms_cache, layout=settings.channels_last)
+            fmt = model.memory_format  # the layout the trial chose, with channels_last=auto
         self.fn = torch.compile(self.model) if settings.compile else self.model
         self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, bench.num_classes, (batch,), device=device)
@@ -329,11 +330,13 @@ def _onnxruntime_version() -> str:
 
 
 def _forms_used(model: nn.Module | None) -> str:
-    """The forms our net's layers ran in, e.g. `pointwise: conv 4, linear 32; layer_norm: permute 23`."""
+    """The layout and forms our net ran in, e.g. `layout: channels_last; pointwise: conv 4, linear 32; layer_norm:
+    permute 23`."""
     if model is None:
         return ""
-    return "; ".join(f"{kind}: " + ", ".join(f"{form} {n}" for form, n in sorted(counts.items()))
-                     for kind, counts in forms_in_use(model).items())
+    layout = "channels_last" if model.memory_format == torch.channels_last else "contiguous"
+    return "; ".join([f"layout: {layout}", *(f"{kind}: " + ", ".join(f"{form} {n}" for form, n in sorted(counts.items()))
+                                             for kind, counts in forms_in_use(model).items())])
 
 
 def _line(row: dict) -> str:

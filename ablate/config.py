@@ -242,7 +242,8 @@ class TrainConfig(RunConfigPart):
     PREFIX: ClassVar[str] = "train"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = True          # the net's activation layout (NHWC); outputs agree to rounding
+    # the net's activation layout: NHWC (true), NCHW (false) or `auto`, a timed trial of both; outputs agree to rounding
+    channels_last: bool | Literal[AUTO] = AUTO
     compile: bool = False
     # each tunable layer's form (stages/forms.py): one for all, or `auto`, a timed trial on this machine
     pointwise_form: Literal[(AUTO, *FORMS["pointwise"])] = AUTO
@@ -254,6 +255,11 @@ class TrainConfig(RunConfigPart):
     threads: int | None = None          # torch CPU threads (null = torch's default)
     workers: int | None = None          # DataLoader processes (null: 0 for in-memory data, else up to 8)
     allow_setting_change: bool = False  # resume a run under another precision or layout (recorded per segment)
+
+    @property
+    def starts_channels_last(self) -> bool:
+        """The layout a net is built in (`auto` starts NHWC; ablate.autotune.pick_forms may switch it)."""
+        return self.channels_last is not False
 
     @property
     def forms(self) -> dict[str, str]:

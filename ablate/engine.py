@@ -139,10 +139,11 @@ def build_training(run: RunConfig, device, world: World, micro: int, ckpt: dict 
     data = build_datasets(run.data, run.augment, run.seed, run.train_image_size)
     run.schedule_length(len(data.train))  # a batch larger than the data fails before the net is built
     torch.manual_seed(derive_seed(run.seed, "init"))  # same init on every process
-    net = build_net(run.net, channels_last=run.train.channels_last).to(device)
+    net = build_net(run.net, channels_last=run.train.starts_channels_last).to(device)
     side = run.train_image_size
     forms = pick_forms(net, run.train.forms, (micro, run.net.in_chans, side, side), device,
-                       run.train.precision, training=True, cache_path=run.train.forms_cache)
+                       run.train.precision, training=True, cache_path=run.train.forms_cache,
+                       layout=run.train.channels_last)
     if run.train.sync_bn and world.size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     ema = ModelEmaV3(net, decay=run.recipe.ema_decay) if run.recipe.ema_decay else None

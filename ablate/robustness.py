@@ -153,7 +153,7 @@ def add_to_record(out: Path, run: RunConfig, device) -> RunRecord:
     """Evaluates a finished run's saved weights and writes the record's `robustness` field. The caller holds
     the run directory's lock."""
     record = read_record(out / RESULT)
-    net = build_net(run.net, channels_last=run.train.channels_last).to(device)
+    net = build_net(run.net, channels_last=run.train.starts_channels_last).to(device)
     net.load_state_dict(load_file(out / WEIGHTS))
     data = build_datasets(run.data, run.augment, run.seed)
     record = dataclasses.replace(record, robustness=evaluate_robustness(net, data.val, run.eval, device))

@@ -31,6 +31,7 @@ class ConvNormAct(nn.Module):
         pointwise = (kernel_size, stride, groups) == (1, 1, 1)
         self.forms = default_forms(*(["pointwise"] if pointwise else []), *(["batch_norm"] if norm == "batch" else []))
         self._name = f"{in_chs}->{out_chs}, k={kernel_size}, s={stride}, g={groups}, norm={norm}, act={act}"
+        self._folded_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def signature(self) -> str:
         """What a form's speed depends on besides the input's shape (tuned layers are grouped by it)."""
@@ -38,7 +39,7 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         folded = not self.training and self.forms.get("batch_norm") == "folded"
-        weight, bias = self._folded() if folded else (self.conv.weight, self.conv.bias)
+        weight, bias = self._folded_for_inference() if folded else (self.conv.weight, self.conv.bias)
         if self.forms.get("pointwise") == "linear":
             x = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
         elif folded:
@@ -47,6 +48,24 @@ class ConvNormAct(nn.Module):
         else:
             x = self.conv(x)
         return self.act(x if folded else self.norm(x))
+
+    def _folded_for_inference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_folded()`, kept outside autograd until a weight or statistic changes (their storage or version counter):
+        folding reads the whole weight, which at small images costs more than the BatchNorm pass it saves
+        (ResNet-50's late stages at 32 px). BatchNorm updates its statistics in training without a version bump, so
+        `train()` drops the cache too. With gradients on, or under torch.compile, folded afresh."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self._folded()
+        bn = self.norm
+        key = tuple((t.data_ptr(), t._version) for t in (self.conv.weight, bn.weight, bn.bias, bn.running_mean,
+                                                          bn.running_var))
+        if self._folded_cache is None or self._folded_cache[0] != key:
+            self._folded_cache = (key, self._folded())
+        return self._folded_cache[1]
+
+    def train(self, mode: bool = True) -> ConvNormAct:
+        self._folded_cache = None
+        return super().train(mode)
 
     def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The conv's weight and bias with the eval-mode BatchNorm after it folded in:

@@ -103,6 +103,13 @@ class Net(nn.Module):
         self.head.fc = nn.Linear(fc.in_features, num_classes).to(fc.weight) if num_classes > 0 else nn.Identity()
         self.cfg = self.cfg.replace(num_classes=num_classes) if num_classes > 0 else self.cfg
 
+    def set_layout(self, channels_last: bool) -> None:
+        """The activations' layout from here on (a run-time choice, ablate.autotune). The input's layout leads
+        (oneDNN and cuDNN run a conv NHWC when its input or its weight is), so NCHW needs NCHW weights too."""
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if not channels_last:
+            self.to(memory_format=torch.contiguous_format)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x.contiguous(memory_format=self.memory_format)))
 

@@ -79,7 +79,8 @@ def _describe(hint) -> str:
         return "one of: " + ", ".join(str(a) for a in args)
     if origin in (Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return " or ".join(_describe(a) for a in inner) + (" or null" if len(inner) < len(args) else "")
+        parts = [" or ".join(map(str, get_args(a))) if get_origin(a) is Literal else _describe(a) for a in inner]
+        return " or ".join(parts) + (" or null" if len(inner) < len(args) else "")
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_PLURAL.get(args[0], _describe(args[0]))}"

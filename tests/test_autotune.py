@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import ablate.autotune as autotune
-from ablate.autotune import pick_forms
+from ablate.autotune import LAYOUTS, pick_forms
 from ablate.config import compose_config, run_config
 from ablate.train import RESULT, train
-from stages import build_net
+from stages import Net, build_net
 from stages.forms import FORMS, forms_in_use
 from stages.layers import ConvNormAct
 from stages.norms import LayerNorm2d
@@ -81,6 +81,29 @@ def test_the_whole_net_overrules_a_misleading_layer_trial(monkeypatch):
     assert chosen["net"]["choice"] == "pointwise=conv" and forms_in_use(net)["pointwise"] == {"conv": 36}
 
 
+@pytest.mark.parametrize("slow", list(LAYOUTS))
+def test_auto_layout_picks_the_faster_layout_and_caches_it(tmp_path, monkeypatch, slow):
+    forward = Net.forward
+
+    def slowed(self, x):
+        if self.memory_format == (torch.channels_last if LAYOUTS[slow] else torch.contiguous_format):
+            time.sleep(0.01)
+        return forward(self, x)
+
+    monkeypatch.setattr(Net, "forward", slowed)
+    cache = str(tmp_path / "forms.json")
+    net, shape = proxy_net("separate_downsampling")
+    chosen = pick_forms(net, AUTO, shape, CPU, "fp32", True, cache, layout="auto")
+    (fast,) = set(LAYOUTS) - {slow}
+    trial = chosen["layout"]
+    assert trial["choice"] == fast and trial["ms"][slow] > trial["ms"][fast] and not trial["cached"]
+    assert net.memory_format == (torch.channels_last if LAYOUTS[fast] else torch.contiguous_format)
+    assert chosen["pointwise"]["trials"] and chosen["net"]["ms"]  # the forms picked in the chosen layout
+    again, _ = proxy_net("separate_downsampling")
+    assert pick_forms(again, AUTO, shape, CPU, "fp32", True, cache, layout="auto")["layout"]["cached"]
+    assert again.memory_format == net.memory_format and forms_in_use(again) == forms_in_use(net)
+
+
 def test_a_set_form_is_not_tried(monkeypatch):
     for trial in ("_trial", "_time_net"):
         monkeypatch.setattr(autotune, trial, lambda *a: pytest.fail("a set form was timed"))
@@ -137,7 +160,8 @@ def test_forms_land_in_the_record_and_are_outside_the_identity(tmp_path, capsys)
     forms = json.loads((out / RESULT).read_text())["segments"][-1]["forms"]
     assert forms["pointwise"]["setting"] == "auto" and forms["pointwise"]["trials"] and forms["net"]["ms"]
     assert {t["choice"] for t in forms["layer_norm"]["trials"]} <= set(FORMS["layer_norm"])
-    for other in ("train.pointwise_form=linear", "train.layer_norm_form=mean_var"):
+    assert forms["layout"]["setting"] == "auto" and forms["layout"]["choice"] in LAYOUTS  # the default: a trial
+    for other in ("train.pointwise_form=linear", "train.layer_norm_form=mean_var", "train.channels_last=false"):
         run = run_config(compose_config(["+step=separate_downsampling", *SMOKE, cache, other]))
         assert run.identity_hash == first["identity_hash"]
         again = train(run, out)  # the finished run is found, not retrained

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from ablate.autotune import LAYOUTS
 from ablate.bench import COMMAND, BenchConfig, build_models, compose_bench, main, run
 from ablate.roadmap import roadmap
 from stages import Net, from_timm
@@ -66,7 +67,8 @@ def test_jobs_of_one_step_keep_their_own_numbers(tmp_path):
                   "budget.width_multiplier=0.25", f"out={tmp_path / 'b.csv'}")
     assert list(table.job) == list(jobs) and list(table.step) == ["separate_downsampling"] * 2
     assert table.img_s.nunique() == 2  # measured apart
-    assert [f.split("; ")[0] for f in table.forms] == ["pointwise: conv 36", "pointwise: linear 36"]
+    assert [f.split("; ")[1] for f in table.forms] == ["pointwise: conv 36", "pointwise: linear 36"]
+    assert {f.split("; ")[0] for f in table.forms} <= {f"layout: {name}" for name in LAYOUTS}  # what the trial chose
 
 
 def test_every_mode_runs_with_the_precision_its_row_names(monkeypatch, tmp_path):

@@ -54,7 +54,7 @@ BAD_RUN_CONFIGS = [
     (["recipe.label_smoothing=1.5"], "recipe.label_smoothing=1.5 is not allowed; expected a probability in [0, 1)"),
     (["recipe.mixup=-1"], "recipe.mixup=-1.0 is not allowed; expected a number >= 0"),
     (["net.act=swish"], "net.act='swish' is not allowed; choose one of: relu, gelu"),
-    (["train.channels_last=maybe"], "train.channels_last='maybe' is not allowed; expected true or false"),
+    (["train.channels_last=maybe"], "train.channels_last='maybe' is not allowed; expected true or false or auto"),
     (["eval.severities=[0,6]"], "eval.severities=[0, 6] is not allowed; expected a list of severities in 1..5"),
     (["eval.corruptions=[fog,mud]"], "eval.corruptions=['fog', 'mud'] is not allowed; expected cifar10c or imagenet_c or a list"),
     (["eval.corruptions=frost"], "(frost needs the reference's frost photographs, which no dependency ships)"),

@@ -113,6 +113,36 @@ def test_layer_forms_and_layout_change_nothing_but_rounding(step):
                     assert (net(x) - reference).abs().max() <= 1e-5 * reference.abs().max(), (kind, form)
 
 
+def test_folded_batch_norm_follows_every_change_of_weights_and_statistics():
+    """The folded weights kept between inference calls are made again after a training step (BatchNorm updates its
+    statistics without a version bump), an optimizer step and a load_state_dict."""
+    net = step_net("baseline", extra=["net.width_multiplier=0.25"])
+    other = step_net("baseline", extra=["net.width_multiplier=0.25"]).eval()
+    _randomize_norm_stats(other)
+    x = torch.randn(4, 3, 32, 32)
+
+    def folded_vs_separate() -> float:
+        net.eval()
+        outputs = []
+        for form in FORMS["batch_norm"][::-1]:  # folded first: the kept weights, if stale, give it away
+            set_forms(net, "batch_norm", form)
+            with torch.inference_mode():
+                outputs.append(net(x))
+        return ((outputs[0] - outputs[1]).abs().max() / outputs[1].abs().max()).item()
+
+    assert folded_vs_separate() <= 1e-5
+    net.train()(x)  # the running statistics move
+    assert folded_vs_separate() <= 1e-5
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    net.train()(x).square().mean().backward()
+    optimizer.step()
+    assert folded_vs_separate() <= 1e-5
+    net.load_state_dict(other.state_dict())
+    assert folded_vs_separate() <= 1e-5
+    with torch.inference_mode():
+        assert torch.allclose(net(x), other(x), rtol=1e-4, atol=1e-5)
+
+
 def test_drop_path_and_layer_scale_follow_the_recipe():
     baseline, recipe = step_net("baseline"), step_net("recipe")
     assert not any("gamma" in k for k in baseline.state_dict())
